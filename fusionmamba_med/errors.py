@@ -1,0 +1,41 @@
+"""Errors that name what went wrong and where, so a batch run can report them and go on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FusionInputError(Exception):
+    """Bad input for one study: names the study and the file at fault.
+
+    Raised by loaders, validators, registration and writers. A batch runner catches it, records
+    ``str(err)`` in the run summary and carries on with the next study.
+    """
+
+    def __init__(self, message: str, study: str | None = None, path: str | Path | None = None):
+        self.message = message
+        self.study = study
+        self.path = None if path is None else str(path)
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = []
+        if self.study is not None:
+            where.append(f"study '{self.study}'")
+        if self.path is not None:
+            where.append(f"file '{self.path}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def with_study(self, study: str) -> "FusionInputError":
+        """Return the same error with the study name filled in (loaders may not know it)."""
+        if self.study is None:
+            return FusionInputError(self.message, study=study, path=self.path)
+        return self
+
+
+class RegistrationError(FusionInputError):
+    """Registration did not converge to a plausible alignment (e.g. no overlap, metric too poor)."""
+
+
+class WeightsError(Exception):
+    """A checkpoint that does not fit the network it is loaded into (wrong preset, missing keys)."""

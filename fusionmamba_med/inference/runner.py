@@ -1,0 +1,217 @@
+"""Batch fusion of studies: preprocessing -> slice-wise network -> postprocessing -> writer, one study at a time.
+
+A study that fails (bad file, failed registration, ...) is recorded with its reason and the run goes on; a JSON
+summary (fused / skipped / failed, with reasons and per-stage seconds) is written next to the outputs, and the run
+ends with a non-zero exit status when any study failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, apply_transform
+
+from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.inference.qa import save_qa_montage
+
+__all__ = ["StudyFusionRunner", "root_cause", "partition"]
+
+logger = logging.getLogger("fusionmamba_med")
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The original exception behind MONAI's "applying transform ..." wrappers."""
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, FusionInputError):
+            return err
+        nxt = err.__cause__ or err.__context__
+        if nxt is None:
+            return err
+        err = nxt
+    return err
+
+
+def partition(items: Sequence, rank: int, world_size: int) -> list:
+    """The items rank ``rank`` of ``world_size`` handles (round robin: every item exactly once)."""
+    return list(items[rank::world_size])
+
+
+class StudyFusionRunner:
+    """Fuse every study of a datalist and write the results.
+
+    Args:
+        studies: study dicts ``{"study", "study_id", "mri", "moving", ...}`` (see ``fusionmamba_med.io.studies``).
+        preprocessing: a (MONAI) transform mapping a study dict to a dict with ``image_key`` (2, X, Y, Z) on the
+            MRI grid and ``reference_key`` (the loaded MRI, whose geometry the output takes).
+        network: the fusion network, [N, 2, H, W] -> [N, 1, H, W].
+        inferer: e.g. ``monai.inferers.SliceInferer(spatial_dim=2, roi_size=[-1, -1], sw_batch_size=8)``; it holds at
+            most ``sw_batch_size`` slices' activations at a time.
+        writer: callable ``(pred, reference, study_id) -> Path`` with ``exists(study_id)`` and ``overwrite``
+            (e.g. ``fusionmamba_med.io.FusedVolumeWriter``).
+        postprocessing: optional transform on the dict after ``pred`` (C, X, Y, Z) is set (e.g. colour restore).
+        device: where the network runs.
+        amp: autocast (bfloat16) on CUDA.
+        qa: write a PNG montage next to each output.
+        errors: load-time errors from study discovery, reported as failed studies.
+        summary_path: JSON summary; default ``<writer.output_dir>/fusion_summary.json``.
+        fail_on_error: end with ``SystemExit`` (non-zero status) when any study failed.
+        rank, world_size: this process's share of the studies (multi-GPU / multi-node inference).
+    """
+
+    def __init__(
+        self,
+        studies: Sequence[dict],
+        preprocessing: Callable,
+        network: torch.nn.Module,
+        inferer: Callable,
+        writer,
+        postprocessing: Callable | None = None,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        qa: bool = True,
+        errors: Sequence[FusionInputError] = (),
+        summary_path: str | Path | None = None,
+        fail_on_error: bool = True,
+        image_key: str = "image",
+        reference_key: str = "mri",
+        moving_key: str = "moving",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.studies = partition(list(studies), rank, world_size)
+        self.errors = list(errors) if rank == 0 else []
+        self.preprocessing = preprocessing
+        self.network = network
+        self.inferer = inferer
+        self.writer = writer
+        self.postprocessing = postprocessing
+        self.device = torch.device(device)
+        self.amp = amp
+        self.qa = qa
+        self.fail_on_error = fail_on_error
+        self.image_key, self.reference_key, self.moving_key = image_key, reference_key, moving_key
+        self.rank, self.world_size = rank, world_size
+        out_dir = Path(getattr(writer, "output_dir", "."))
+        name = "fusion_summary.json" if world_size == 1 else f"fusion_summary_rank{rank}.json"
+        self.summary_path = Path(summary_path) if summary_path else out_dir / name
+
+    # -- one study -------------------------------------------------------------------------------------------
+    def _preprocess(self, study: dict, timings: dict) -> dict:
+        data = dict(study)
+        transforms = self.preprocessing.transforms if isinstance(self.preprocessing, Compose) else [self.preprocessing]
+        for t in transforms:
+            t0 = time.perf_counter()
+            data = apply_transform(t, data)
+            name = type(t).__name__
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return data
+
+    def fuse_volume(self, image: torch.Tensor) -> torch.Tensor:
+        """(2, X, Y, Z) -> (1, X, Y, Z) on CPU, slice by slice along Z."""
+        batch = image.unsqueeze(0).as_tensor() if isinstance(image, MetaTensor) else image.unsqueeze(0)
+        batch = batch.float()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (self.amp and self.device.type == "cuda") else None
+        with torch.inference_mode():
+            if autocast is not None:
+                with autocast:
+                    pred = self.inferer(batch, self.network)
+            else:
+                pred = self.inferer(batch, self.network)
+        return pred[0].float().cpu()
+
+    def fuse_study(self, study: dict) -> dict:
+        """Fuse one study; returns its summary record. Raises on failure."""
+        sid = study["study_id"]
+        timings: dict[str, float] = {}
+        data = self._preprocess(study, timings)
+        t0 = time.perf_counter()
+        fused = self.fuse_volume(data[self.image_key])
+        timings["fuse"] = time.perf_counter() - t0
+        reference = data[self.reference_key]
+        data["pred"] = MetaTensor(fused, affine=reference.affine, meta=dict(reference.meta))
+        if self.postprocessing is not None:
+            t0 = time.perf_counter()
+            data = apply_transform(self.postprocessing, data)
+            timings["postprocessing"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = self.writer(data["pred"], reference, sid)
+        timings["write"] = time.perf_counter() - t0
+        record = {"study": study.get("study", sid), "study_id": sid, "status": "fused", "output": str(out)}
+        if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
+            record["registration"] = data[self.moving_key].meta["registration"]
+        if self.qa:
+            t0 = time.perf_counter()
+            qa_path = Path(out).parent / f"{sid}_qa.png"
+            image = data[self.image_key]
+            save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_key, "fused"])
+            record["qa"] = str(qa_path)
+            timings["qa"] = time.perf_counter() - t0
+        record["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+        return record
+
+    # -- the batch --------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Fuse all studies, write the summary, and exit non-zero if any study failed (``fail_on_error``)."""
+        self.network.eval()
+        records = [
+            {"study": e.study, "status": "failed", "reason": str(e)} for e in self.errors
+        ]
+        try:
+            from tqdm import tqdm
+
+            iterator = tqdm(self.studies, desc="studies", unit="study", disable=None)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            iterator = self.studies
+        for study in iterator:
+            sid = study["study_id"]
+            if getattr(self.writer, "overwrite", None) == "skip" and self.writer.exists(sid):
+                logger.info("study %s: output exists, skipped (overwrite='skip')", sid)
+                records.append({"study": study.get("study", sid), "study_id": sid, "status": "skipped",
+                                "reason": "output exists", "output": str(self.writer.output_path(sid))})
+                continue
+            t0 = time.perf_counter()
+            try:
+                record = self.fuse_study(study)
+            except Exception as err:  # one bad study must not stop the batch
+                cause = root_cause(err)
+                if isinstance(cause, FusionInputError):
+                    reason = str(cause.with_study(study.get("study", sid)))
+                else:
+                    reason = f"study '{study.get('study', sid)}': {type(cause).__name__}: {cause}"
+                logger.error("FAILED %s", reason)
+                logger.debug("traceback of study %s", sid, exc_info=err)
+                record = {"study": study.get("study", sid), "study_id": sid, "status": "failed", "reason": reason}
+            record["total_seconds"] = round(time.perf_counter() - t0, 3)
+            records.append(record)
+            if record["status"] == "fused":
+                logger.info("study %s fused -> %s (%.1f s)", sid, record["output"], record["total_seconds"])
+        summary = {
+            "fused": sum(r["status"] == "fused" for r in records),
+            "skipped": sum(r["status"] == "skipped" for r in records),
+            "failed": sum(r["status"] == "failed" for r in records),
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "studies": records,
+        }
+        self._write_summary(summary)
+        logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
+                    summary["failed"], self.summary_path)
+        if summary["failed"] and self.fail_on_error:
+            raise SystemExit(f"{summary['failed']} stud{'y' if summary['failed'] == 1 else 'ies'} failed; "
+                             f"see {self.summary_path}")
+        return summary
+
+    def _write_summary(self, summary: dict) -> None:
+        self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.summary_path.with_name(f".{self.summary_path.name}.partial")
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, self.summary_path)

@@ -1,0 +1,544 @@
+"""Loading one study's volumes through MONAI readers, with the checks a batch run needs.
+
+``load_volume`` returns a ``MetaTensor`` (1, X, Y, Z) float32 with a RAS affine, exactly as
+``LoadImage(image_only=True, ensure_channel_first=True)`` gives it (ITKReader for DICOM series folders, NRRD and
+MetaImage; NibabelReader for NIfTI), plus two meta keys used by the writers:
+
+- ``"source_path"``: the absolute path that was loaded (file or DICOM folder);
+- ``"dicom_files"`` (DICOM only): the files of the chosen series, sorted along the slice axis (index k = slice k),
+  together with ``"series_uid"`` and ``"series_description"``.
+
+Policies (see also the module docs of the project):
+
+- **Several series in one folder**: refused unless ``series_uid`` names one (by SeriesInstanceUID, or by a unique
+  SeriesDescription, case-insensitive); the error lists the available UIDs with their descriptions.
+- **Not a 3D scalar volume**: 4D data with more than one frame / time point, multi-frame (enhanced) DICOM, RGB or
+  vector pixels are refused. A 4D volume whose 4th dimension is 1 is fine.
+- **Single slice**: accepted as a one-slice volume (fusion works slice by slice). A 2D image file is loaded as a
+  (1, X, Y, 1) volume.
+- **Non-finite voxels** (NaN/Inf): replaced by the minimum finite value of the volume, with a logged warning naming
+  the file; a volume without any finite voxel is refused.
+- **DICOM geometry**: slices must share orientation and size, sit at distinct positions stacked along the slice
+  normal (no gantry tilt), with even spacing (more than 1 % deviation is refused, since the affine that ITK/MONAI
+  build from the first slices would be wrong for the rest).
+- **Size**: volumes with more than ``max_voxels`` voxels are refused from the header, before pixel data is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.studies import image_kind
+
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "SLICE_SPACING_TOLERANCE",
+    "list_dicom_series",
+    "load_volume",
+    "LoadStudyd",
+]
+
+logger = logging.getLogger(__name__)
+
+#: default refusal threshold: 512 x 512 x 2000 voxels.
+DEFAULT_MAX_VOXELS = 512 * 512 * 2000
+#: relative deviation of DICOM slice gaps from their median that is refused.
+SLICE_SPACING_TOLERANCE = 0.01
+
+_PIXEL_DATA = 0x7FE00010
+_DICOMDIR_UID = "1.2.840.10008.1.3.10"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DICOM series handling
+# ---------------------------------------------------------------------------------------------------------------------
+def _pydicom():
+    import pydicom
+
+    return pydicom
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_header(path: str | Path, study: str | None):
+    """Header of one DICOM file, pixel data deferred (not read). Errors name the file."""
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(str(path), defer_size=256)
+    except Exception as err:  # pydicom raises many types for broken files
+        raise FusionInputError(f"unreadable or truncated DICOM file ({type(err).__name__}: {err})",
+                               study=study, path=path) from err
+
+
+def _header_only(path: str | Path, study: str | None):
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as err:
+        raise FusionInputError(f"unreadable or truncated DICOM file ({type(err).__name__}: {err})",
+                               study=study, path=path) from err
+
+
+def _gdcm_series_ids(folder: Path, study: str | None) -> list[str]:
+    import SimpleITK as sitk
+
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except Exception as err:
+        raise FusionInputError(f"cannot scan the DICOM folder ({err})", study=study, path=folder) from err
+
+
+def _gdcm_series_files(folder: Path, uid: str) -> list[str]:
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+
+
+def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict]:
+    """The DICOM series in ``folder``: ``[{"uid", "description", "number", "files"}]`` (files unsorted).
+
+    Raises :class:`FusionInputError` for a folder without any DICOM series (naming the folder) and for files that
+    look like DICOM but cannot be parsed (naming the file).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FusionInputError("the DICOM series folder does not exist", study=study, path=folder)
+    series = []
+    grouped: set[str] = set()
+    for uid in _gdcm_series_ids(folder, study):
+        files = _gdcm_series_files(folder, uid)
+        grouped.update(os.path.abspath(f) for f in files)
+        desc, number = "", None
+        if files:
+            ds = _header_only(files[0], study)
+            desc = str(ds.get("SeriesDescription", "") or "")
+            number = ds.get("SeriesNumber", None)
+        series.append({"uid": uid, "description": desc, "number": number, "files": files})
+    # Files GDCM silently skipped: report those that look like DICOM but do not parse (truncated headers etc.) or
+    # that belong to one of the series (a slice would silently go missing).
+    uids = {s["uid"] for s in series}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file() or os.path.abspath(entry) in grouped:
+            continue
+        if not _looks_like_dicom(entry):
+            continue
+        ds = _header_only(entry, study)  # raises, naming the file, when it does not parse
+        sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if sop_class == _DICOMDIR_UID:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid or uid in uids:
+            raise FusionInputError(
+                "damaged DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid
+                                          else "its header is incomplete (no SeriesInstanceUID)"),
+                study=study, path=entry)
+    if not series:
+        n = sum(1 for e in folder.iterdir() if e.is_file() and not e.name.startswith("."))
+        what = "the folder is empty" if n == 0 else f"none of its {n} files is a DICOM image"
+        raise FusionInputError(f"no DICOM series found: {what}", study=study, path=folder)
+    return series
+
+
+def _describe(series: Sequence[Mapping]) -> str:
+    return "; ".join(
+        f"{s['uid']} ('{s['description']}', {len(s['files'])} files)" for s in series
+    )
+
+
+def _choose_series(series: list[dict], series_uid: str | None, folder: Path, study: str | None) -> dict:
+    if series_uid:
+        wanted = str(series_uid).strip()
+        exact = [s for s in series if s["uid"] == wanted]
+        if exact:
+            return exact[0]
+        by_desc = [s for s in series if s["description"].strip().lower() == wanted.lower()]
+        if len(by_desc) == 1:
+            return by_desc[0]
+        why = "matches several series descriptions" if by_desc else "matches no SeriesInstanceUID or description"
+        raise FusionInputError(f"series '{wanted}' {why}; available series: {_describe(series)}",
+                               study=study, path=folder)
+    if len(series) > 1:
+        raise FusionInputError(
+            f"the folder holds {len(series)} DICOM series; choose one with a series UID "
+            f"(e.g. the datalist key '<modality>_series_uid'). Available series: {_describe(series)}",
+            study=study, path=folder,
+        )
+    return series[0]
+
+
+def _floats(value, n: int) -> np.ndarray | None:
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
+                        max_voxels: int) -> list[str]:
+    """Validate the headers of a series and return its files sorted along the slice normal."""
+    label = f"series {series['uid']} ('{series['description']}')"
+    if not files:
+        raise FusionInputError(f"{label} has no files", study=study, path=folder)
+    # Size check from the first header only, before anything else is read.
+    first = _header_only(files[0], study)
+    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    nvox = len(files) * rows * cols * max(frames, 1)
+    if nvox > max_voxels:
+        raise FusionInputError(
+            f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
+            study=study, path=folder,
+        )
+    positions, iops = [], []
+    for f in files:
+        ds = _read_header(f, study)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise FusionInputError(
+                f"multi-frame (enhanced) DICOM with {frames} frames is not supported; convert it to a classic "
+                "single-frame series first", study=study, path=f)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        if spp != 1:
+            raise FusionInputError(
+                f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
+                f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+                study=study, path=f)
+        if (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) != (rows, cols):
+            raise FusionInputError(f"slice size {ds.get('Rows')}x{ds.get('Columns')} differs from the series' "
+                                   f"{rows}x{cols} in {label}", study=study, path=f)
+        ipp = _floats(ds.get("ImagePositionPatient", None) or [], 3)
+        iop = _floats(ds.get("ImageOrientationPatient", None) or [], 6)
+        if ipp is None or iop is None:
+            raise FusionInputError("the slice has no valid ImagePositionPatient/ImageOrientationPatient, so its "
+                                   "position is unknown", study=study, path=f)
+        raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+        if raw is None:
+            raise FusionInputError("the slice has no pixel data", study=study, path=f)
+        length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
+        if length is not None and tell is not None and length != 0xFFFFFFFF:
+            size = os.path.getsize(f)
+            if tell + length > size:
+                raise FusionInputError(
+                    f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}",
+                    study=study, path=f)
+        positions.append(ipp)
+        iops.append(iop)
+    iops_arr = np.asarray(iops)
+    if np.max(np.abs(iops_arr - iops_arr[0])) > 1e-3:
+        raise FusionInputError(f"{label} mixes slice orientations (ImageOrientationPatient differs between files)",
+                               study=study, path=folder)
+    row, col = iops_arr[0, :3], iops_arr[0, 3:]
+    normal = np.cross(row, col)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise FusionInputError(f"{label} has non-orthonormal ImageOrientationPatient {iops_arr[0].tolist()}",
+                               study=study, path=folder)
+    pos = np.asarray(positions)
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    files = [files[i] for i in order]
+    pos, proj = pos[order], proj[order]
+    if len(files) > 1:
+        gaps = np.diff(proj)
+        if np.min(gaps) < 1e-3:
+            k = int(np.argmin(gaps))
+            raise FusionInputError(
+                f"{label} has several images at the same position (e.g. '{Path(files[k]).name}' and "
+                f"'{Path(files[k + 1]).name}'): a 4D / multi-echo / multi-phase series is not a 3D volume; "
+                "split it into one series per frame", study=study, path=folder)
+        med = float(np.median(gaps))
+        dev = float(np.max(np.abs(gaps - med)) / med)
+        if dev > SLICE_SPACING_TOLERANCE:
+            raise FusionInputError(
+                f"uneven slice spacing in {label}: gaps from {gaps.min():.4g} to {gaps.max():.4g} mm (median "
+                f"{med:.4g} mm, {100 * dev:.1f}% deviation > {100 * SLICE_SPACING_TOLERANCE:g}%); missing slices? "
+                "The volume affine would be wrong", study=study, path=folder)
+        d = pos - pos[0]
+        along = d @ normal
+        inplane = np.linalg.norm(d - np.outer(along, normal), axis=1)
+        if np.any(inplane > 0.01 * np.abs(along) + 1e-3):
+            raise FusionInputError(
+                f"{label}: slices are not stacked along the slice normal (gantry tilt or sheared stack, up to "
+                f"{inplane.max():.3g} mm off); resample it to an orthogonal grid first", study=study, path=folder)
+    return [os.path.abspath(f) for f in files]
+
+
+def _make_series_reader(file_names: list[str]):
+    """An ITKReader that reads exactly ``file_names`` (in this order) instead of GDCM's first series."""
+    import itk
+    from monai.data import ITKReader
+
+    class _SeriesITKReader(ITKReader):
+        def __init__(self, names, **kwargs):
+            super().__init__(**kwargs)
+            self.file_names = list(names)
+
+        def verify_suffix(self, filename) -> bool:  # a folder, as for ITKReader
+            return True
+
+        def read(self, data, **kwargs):
+            kwargs_ = self.kwargs.copy()
+            kwargs_.update(kwargs)
+            names = self.file_names
+            # itk.imread with a list uses ImageSeriesReader + GDCMImageIO, keeping our (z-sorted) order; one file
+            # gives a 3D image with one slice.
+            return itk.imread(names if len(names) > 1 else names[0], **kwargs_)
+
+    return _SeriesITKReader(file_names)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# File headers
+# ---------------------------------------------------------------------------------------------------------------------
+def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))  # header only; the data stay on disk
+        shape = tuple(int(s) for s in img.shape)
+        dtype = img.header.get_data_dtype()
+    except Exception as err:
+        raise FusionInputError(f"unreadable or truncated NIfTI file ({type(err).__name__}: {err})",
+                               study=study, path=path) from err
+    if dtype.fields is not None or (len(shape) > 4 and any(s > 1 for s in shape[4:])):
+        raise FusionInputError("RGB / vector NIfTI is not a scalar volume; fusion inputs must be greyscale",
+                               study=study, path=path)
+    if len(shape) >= 4 and shape[3] > 1:
+        raise FusionInputError(f"4D volume with {shape[3]} frames/time points {shape}; a 3D volume is needed "
+                               "(extract one frame first)", study=study, path=path)
+    nvox = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    if nvox > max_voxels:
+        raise FusionInputError(f"volume too large: {shape} = {nvox} voxels > max_voxels={max_voxels}",
+                               study=study, path=path)
+    if nvox == 0:
+        raise FusionInputError(f"empty volume {shape}", study=study, path=path)
+
+
+def _check_itk_header(path: Path, study: str | None, max_voxels: int) -> None:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()  # header only
+    except Exception as err:
+        raise FusionInputError(f"unreadable image header ({str(err).strip().splitlines()[-1]})",
+                               study=study, path=path) from err
+    size = tuple(int(s) for s in reader.GetSize())
+    comps = int(reader.GetNumberOfComponents())
+    if comps > 1:
+        raise FusionInputError(f"image with {comps} components per voxel (RGB/vector) is not a scalar volume; "
+                               "fusion inputs must be greyscale", study=study, path=path)
+    if len(size) >= 4 and any(s > 1 for s in size[3:]):
+        raise FusionInputError(f"{len(size)}D volume {size} with more than one frame/time point; a 3D volume is "
+                               "needed", study=study, path=path)
+    nvox = int(np.prod(size, dtype=np.int64)) * comps
+    if nvox > max_voxels:
+        raise FusionInputError(f"volume too large: {size} = {nvox} voxels > max_voxels={max_voxels}",
+                               study=study, path=path)
+    if nvox == 0:
+        raise FusionInputError(f"empty volume {size}", study=study, path=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+def _as_3d(img, study: str | None, path: Path):
+    """(C, X, Y[, Z][, 1...]) -> (1, X, Y, Z) or a FusionInputError."""
+    from monai.data import MetaTensor
+
+    shape = tuple(img.shape)
+    if len(shape) > 4:
+        extra = shape[4:]
+        if any(s != 1 for s in extra):
+            raise FusionInputError(f"{len(shape) - 1}D data {shape[1:]} is not a 3D volume", study=study, path=path)
+        img = img.reshape(shape[:4])
+        shape = tuple(img.shape)
+    if shape[0] != 1:
+        raise FusionInputError(
+            f"data of shape {shape[1:]} with {shape[0]} frames / time points / colour components is not a 3D scalar "
+            "volume (4D, RGB or vector data); give a single 3D greyscale volume", study=study, path=path)
+    if len(shape) == 3:  # 2D image: a one-slice volume
+        aff = torch.as_tensor(img.affine, dtype=torch.float64)
+        if aff.shape == (3, 3):
+            full = torch.eye(4, dtype=torch.float64)
+            full[:2, :2] = aff[:2, :2]
+            full[:2, 3] = aff[:2, 2]
+            aff = full
+        img = img.unsqueeze(-1)
+        if isinstance(img, MetaTensor):
+            img.affine = aff
+            img.meta["spatial_shape"] = np.asarray(img.shape[1:])
+    elif len(shape) != 4:
+        raise FusionInputError(f"data of shape {shape} is not a volume", study=study, path=path)
+    return img
+
+
+def _fix_non_finite(img, study: str | None, path: Path):
+    finite = torch.isfinite(img)
+    if bool(finite.all()):
+        return img
+    n_bad = int((~finite).sum())
+    if not bool(finite.any()):
+        raise FusionInputError("the volume has no finite voxel (all NaN/Inf)", study=study, path=path)
+    fill = img[finite].min()
+    logger.warning("study '%s', file '%s': %d non-finite voxels (NaN/Inf) replaced by the minimum finite value %g",
+                   study, path, n_bad, float(fill))
+    img = img.clone()
+    img[~finite] = fill
+    return img
+
+
+def load_volume(
+    path: str | Path,
+    study: str | None = None,
+    series_uid: str | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+):
+    """Load one image as a ``MetaTensor`` (1, X, Y, Z) float32, RAS affine.
+
+    Args:
+        path: a DICOM series folder, a single DICOM file (its series in its folder is loaded), a NIfTI
+            (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or MetaImage (.mha/.mhd) file.
+        study: study name used in error messages.
+        series_uid: for a DICOM folder with several series: the SeriesInstanceUID to load, or a
+            SeriesDescription (case-insensitive) that names exactly one series.
+        max_voxels: refuse larger volumes (checked from the header, before pixel data are read).
+
+    Raises:
+        FusionInputError: naming the study and the file/folder at fault (see the module docstring for the checks).
+    """
+    from monai.data import ITKReader, NibabelReader
+    from monai.transforms import LoadImage
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FusionInputError("the image does not exist", study=study, path=p)
+    kind = image_kind(p)
+    extra_meta: dict[str, Any] = {"source_path": os.path.abspath(p)}
+    err_path: Path = p
+    if kind == "dicom_file":  # a single file: load its series from its folder
+        ds = _header_only(p, study)
+        series_uid = series_uid or str(ds.get("SeriesInstanceUID", "") or "") or None
+        p = p.parent
+        kind = "dicom"
+    if kind == "dicom":
+        series = list_dicom_series(p, study)
+        chosen = _choose_series(series, series_uid, p, study)
+        files = _check_dicom_series(list(chosen["files"]), chosen, p, study, max_voxels)
+        reader = _make_series_reader(files)
+        extra_meta.update(source_path=os.path.abspath(p), dicom_files=files, series_uid=chosen["uid"],
+                          series_description=chosen["description"])
+    elif kind == "nifti":
+        _check_nifti_header(p, study, max_voxels)
+        reader = NibabelReader()
+    elif kind in ("nrrd", "meta"):
+        _check_itk_header(p, study, max_voxels)
+        reader = ITKReader()
+    else:
+        raise FusionInputError(
+            "unsupported image type; expected a DICOM series folder, .nii/.nii.gz, .nrrd/.nhdr or .mha/.mhd",
+            study=study, path=p)
+
+    loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
+    try:
+        img = loader(str(p), reader=reader)
+    except FusionInputError:
+        raise
+    except Exception as err:
+        msg = str(err).strip()
+        culprit = err_path
+        if kind == "dicom":
+            culprit = next((f for f in extra_meta["dicom_files"] if f in msg), p)
+        short = msg.splitlines()[-1] if msg else ""
+        raise FusionInputError(f"cannot read the image ({type(err).__name__}: {short[:300]})",
+                               study=study, path=culprit) from err
+    img = _as_3d(img, study, err_path)
+    if kind == "dicom" and img.shape[-1] != len(extra_meta["dicom_files"]):
+        raise FusionInputError(f"read {img.shape[-1]} slices from a series of {len(extra_meta['dicom_files'])} "
+                               "files", study=study, path=p)
+    img = _fix_non_finite(img, study, err_path)
+    if img.dtype != torch.float32:
+        img = img.float()
+    img.meta.update(extra_meta)
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MONAI dictionary transform
+# ---------------------------------------------------------------------------------------------------------------------
+try:
+    from monai.transforms import MapTransform as _MapTransform
+except Exception:  # pragma: no cover - monai is a hard dependency
+    _MapTransform = object  # type: ignore[assignment,misc]
+
+
+class LoadStudyd(_MapTransform):
+    """Load the images of one study dictionary with :func:`load_volume`.
+
+    ``{"study": "p01", "mri": ".../MR", "moving": ".../pet.nii.gz", "mri_series_uid": "1.2..."}`` ->
+    the same dictionary with ``"mri"`` and ``"moving"`` replaced by ``MetaTensor`` (1, X, Y, Z).
+    Any exception becomes a :class:`FusionInputError` naming the study and the file.
+
+    Args:
+        keys: the image keys to load.
+        study_key: key of the study name (used in errors).
+        series_uid_keys: per image key, the key holding a series UID/description: a mapping, a sequence parallel to
+            ``keys`` or ``None`` for ``"<key>_series_uid"``.
+        max_voxels: passed to :func:`load_volume`.
+        allow_missing_keys: skip absent keys instead of raising.
+    """
+
+    def __init__(
+        self,
+        keys=("mri", "moving"),
+        study_key: str = "study",
+        series_uid_keys: Mapping[Hashable, str] | Sequence[str] | None = None,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        if series_uid_keys is None:
+            self.series_uid_keys = {k: f"{k}_series_uid" for k in self.keys}
+        elif isinstance(series_uid_keys, Mapping):
+            self.series_uid_keys = dict(series_uid_keys)
+        else:
+            uid_keys = list(series_uid_keys)
+            if len(uid_keys) != len(self.keys):
+                raise ValueError("series_uid_keys must have one entry per key")
+            self.series_uid_keys = dict(zip(self.keys, uid_keys))
+        self.study_key = study_key
+        self.max_voxels = max_voxels
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        study = d.get(self.study_key)
+        study = None if study is None else str(study)
+        for key in self.key_iterator(d):
+            value = d[key]
+            uid_key = self.series_uid_keys.get(key)
+            uid = d.get(uid_key) if uid_key else None
+            try:
+                d[key] = load_volume(value, study=study, series_uid=uid, max_voxels=self.max_voxels)
+            except FusionInputError as err:
+                raise err.with_study(study) if study is not None else err
+            except Exception as err:
+                raise FusionInputError(f"cannot load '{key}' ({type(err).__name__}: {err})", study=study,
+                                       path=str(value)) from err
+        return d

@@ -1,0 +1,5 @@
+"""Fusion networks."""
+
+from fusionmamba_med.networks.fusionmamba import PRESETS, FusionMamba, build_fusionmamba, load_weights
+
+__all__ = ["FusionMamba", "PRESETS", "build_fusionmamba", "load_weights"]

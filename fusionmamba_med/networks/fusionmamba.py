@@ -1,0 +1,191 @@
+"""FusionMamba: dual patch embeddings, a shared (Siamese) efficient-VSS encoder, a DFFM at every level and a VSS
+decoder with skip fusion, with a 4x expanding head.
+
+Bundle interface: ``forward(image [N, 2, H, W]) -> pred [N, 1, H, W]``, channel 0 = anatomy (MRI / visible / GFP),
+channel 1 = the other modality, values in [0, 1]. Any H, W: the input is padded to a multiple of :attr:`FusionMamba.stride`
+and the output cropped back (never resized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fusionmamba_med.errors import WeightsError
+from fusionmamba_med.networks.blocks import DFFM, FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, VSSBlock
+
+__all__ = ["FusionMamba", "PRESETS", "load_weights", "build_fusionmamba"]
+
+# Named configurations. "tiny" is what CPU users get by default (parameters and CPU time in README.md).
+PRESETS: dict[str, dict] = {
+    "base": {"embed_dim": 96, "depths": (2, 2, 9, 2), "d_state": 16},
+    "small": {"embed_dim": 48, "depths": (2, 2, 2, 2), "d_state": 16},
+    "tiny": {"embed_dim": 24, "depths": (1, 1, 1, 1), "d_state": 8},
+}
+
+RESIDUAL_MODES = ("none", "mean", "original")
+
+
+class FusionMamba(nn.Module):
+    """FusionMamba fusion network.
+
+    Args:
+        embed_dim: channels C0 of the first level; levels use C0, 2C0, 4C0, 8C0.
+        depths: VSS blocks per encoder stage (the decoder uses them reversed).
+        d_state: selective-scan state size N.
+        ssm_ratio: inner width of SS2D relative to its input.
+        drop_path_rate: stochastic depth, linearly increasing over the encoder blocks.
+        residual: global residual added to the head output: "none", "mean" ((A + B) / 2) or "original"
+            (2A + 2B, as in the authors' code).
+        clamp_output: clamp the output to [0, 1] in eval mode (the loss clamps during training).
+        pad_mode: how the input is padded to the stride ("replicate", "reflect" or "constant").
+        scan_backend: selective-scan backend ("auto", "cuda", "torch", "ref").
+    """
+
+    patch_size = 4
+
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 9, 2),
+        d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        drop_path_rate: float = 0.0,
+        residual: str = "mean",
+        clamp_output: bool = True,
+        pad_mode: str = "replicate",
+        scan_backend: str = "auto",
+        preset: str | None = None,
+    ):
+        super().__init__()
+        if residual not in RESIDUAL_MODES:
+            raise ValueError(f"residual must be one of {RESIDUAL_MODES}, got {residual!r}")
+        self.preset = preset
+        self.residual = residual
+        self.clamp_output = clamp_output
+        self.pad_mode = pad_mode
+        depths = tuple(depths)
+        self.num_levels = len(depths)
+        dims = [embed_dim * 2**i for i in range(self.num_levels)]
+        self.stride = self.patch_size * 2 ** (self.num_levels - 1)
+        kw = {"d_state": d_state, "ssm_ratio": ssm_ratio, "scan_backend": scan_backend}
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+
+        self.embed_a = PatchEmbed(1, embed_dim, self.patch_size)
+        self.embed_b = PatchEmbed(1, embed_dim, self.patch_size)
+
+        self.encoder = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        start = 0
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            blocks = [VSSBlock(dim, drop_path=dpr[start + j], **kw) for j in range(depth)]
+            start += depth
+            self.encoder.append(nn.Sequential(*blocks))
+            self.downsample.append(PatchMerging(dim) if i < self.num_levels - 1 else nn.Identity())
+
+        self.fusion = nn.ModuleList([DFFM(dim, **kw) for dim in dims])
+
+        # decoder stage i works at level L-1-i; stages i > 0 start with a 2x patch expanding
+        self.upsample = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for i in range(self.num_levels):
+            level = self.num_levels - 1 - i
+            self.upsample.append(PatchExpand(dims[level + 1]) if i > 0 else nn.Identity())
+            self.decoder.append(nn.Sequential(*[VSSBlock(dims[level], **kw) for _ in range(depths[level])]))
+
+        self.head_expand = FinalPatchExpand(embed_dim)
+        self.head = nn.Conv2d(embed_dim, 1, 1)
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(N, h, w, C0) tokens -> (skips per level, deepest output). Skips are each stage's input."""
+        skips = []
+        for blocks, down in zip(self.encoder, self.downsample):
+            skips.append(x)
+            x = down(blocks(x))
+        return skips, x
+
+    def fuse_tokens(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Two (N, 1, H, W) images with H, W multiples of :attr:`stride` -> the head output (N, 1, H, W)."""
+        skips_a, deep_a = self._encode(self.embed_a(a))
+        skips_b, deep_b = self._encode(self.embed_b(b))
+        fused = [dffm(sa, sb) for dffm, sa, sb in zip(self.fusion, skips_a, skips_b)]
+        x = deep_a + deep_b
+        for i, (up, blocks) in enumerate(zip(self.upsample, self.decoder)):
+            x = up(x) + fused[self.num_levels - 1 - i]
+            x = blocks(x)
+        x = self.head_expand(x).permute(0, 3, 1, 2)
+        return self.head(x)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image [N, 2, H, W] in [0, 1] -> fused [N, 1, H, W]."""
+        if image.dim() != 4 or image.shape[1] != 2:
+            raise ValueError(f"FusionMamba expects image [N, 2, H, W], got {tuple(image.shape)}")
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        x = image
+        if ph or pw:
+            mode = self.pad_mode
+            if mode == "reflect" and (ph >= h or pw >= w):
+                mode = "replicate"
+            x = F.pad(image, (0, pw, 0, ph), mode=mode)
+        a, b = x[:, 0:1], x[:, 1:2]
+        out = self.fuse_tokens(a, b)[..., :h, :w]
+        a, b = image[:, 0:1], image[:, 1:2]
+        if self.residual == "mean":
+            out = out + 0.5 * (a + b)
+        elif self.residual == "original":
+            out = out + 2 * a + 2 * b
+        if self.clamp_output and not self.training:
+            out = out.clamp(0, 1)
+        return out
+
+
+def build_fusionmamba(preset: str = "tiny", **overrides) -> FusionMamba:
+    """A FusionMamba from a named preset (``PRESETS``), with keyword overrides."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown FusionMamba preset {preset!r}; choose one of {sorted(PRESETS)}")
+    kwargs = {**PRESETS[preset], **overrides}
+    return FusionMamba(preset=preset, **kwargs)
+
+
+def load_weights(network: nn.Module, path: str | Path, map_location: str | torch.device = "cpu",
+                 key: str | None = None) -> nn.Module:
+    """Load a plain state dict (``torch.load(weights_only=True)``) into ``network``, strictly.
+
+    A checkpoint of another preset or architecture raises :class:`WeightsError` naming the first mismatches
+    instead of a silent partial load. ``key`` picks a sub-dict (e.g. "model" in a training checkpoint).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle with code objects, truncated file, ...
+        raise WeightsError(f"cannot load weights from {path} with weights_only=True: {err}") from err
+    if key is not None:
+        if not isinstance(state, dict) or key not in state:
+            raise WeightsError(f"{path} has no entry {key!r}")
+        state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state dict")
+    if any(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        preset = getattr(network, "preset", None)
+        raise WeightsError(
+            f"{path} does not fit this network (preset {preset!r}): {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} wrong-shaped tensors; e.g. "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, shapes {wrong[:3]}. "
+            "Was it trained with another preset?"
+        )
+    network.load_state_dict(state, strict=True)
+    return network
