@@ -7,9 +7,7 @@ ends with a non-zero exit status when any study failed.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from monai.transforms import Compose, apply_transform
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.qa import save_qa_montage
+from fusionmamba_med.io.writers import write_summary
 
 __all__ = ["StudyFusionRunner", "root_cause", "partition"]
 
@@ -202,7 +201,7 @@ class StudyFusionRunner:
             "world_size": self.world_size,
             "studies": records,
         }
-        self._write_summary(summary)
+        write_summary(self.summary_path, summary)
         logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
                     summary["failed"], self.summary_path)
         if summary["failed"] and self.fail_on_error:
@@ -210,8 +209,3 @@ class StudyFusionRunner:
                              f"see {self.summary_path}")
         return summary
 
-    def _write_summary(self, summary: dict) -> None:
-        self.summary_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.summary_path.with_name(f".{self.summary_path.name}.partial")
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, self.summary_path)

@@ -1,0 +1,33 @@
+"""Input/output layer: study discovery, loading through MONAI readers, writing fused volumes.
+
+Submodules: :mod:`.naming` (``safe_name``), :mod:`.studies` (``discover_studies``), :mod:`.loading`
+(``load_volume``, ``LoadStudyd``), :mod:`.writers` (``FusedVolumeWriter``, ``write_summary``). Names are imported
+lazily so that ``import fusionmamba_med.io.naming`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "safe_name": "naming",
+    "unique_names": "naming",
+    "discover_studies": "studies",
+    "load_datalist": "studies",
+    "default_modalities": "studies",
+    "DEFAULT_MODALITIES": "studies",
+    "load_volume": "loading",
+    "list_dicom_series": "loading",
+    "LoadStudyd": "loading",
+    "DEFAULT_MAX_VOXELS": "loading",
+    "FusedVolumeWriter": "writers",
+    "write_summary": "writers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

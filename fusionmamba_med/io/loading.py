@@ -119,6 +119,8 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
     folder = Path(folder)
     if not folder.is_dir():
         raise FusionInputError("the DICOM series folder does not exist", study=study, path=folder)
+    if not any(e.is_file() and not e.name.startswith(".") for e in folder.iterdir()):
+        raise FusionInputError("no DICOM series found: the folder is empty", study=study, path=folder)
     series = []
     grouped: set[str] = set()
     for uid in _gdcm_series_ids(folder, study):
@@ -145,7 +147,7 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid or uid in uids:
             raise FusionInputError(
-                "damaged DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid
+                "damaged or truncated DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid
                                           else "its header is incomplete (no SeriesInstanceUID)"),
                 study=study, path=entry)
     if not series:
@@ -532,6 +534,8 @@ class LoadStudyd(_MapTransform):
         study = None if study is None else str(study)
         for key in self.key_iterator(d):
             value = d[key]
+            if isinstance(value, torch.Tensor):  # already loaded
+                continue
             uid_key = self.series_uid_keys.get(key)
             uid = d.get(uid_key) if uid_key else None
             try:

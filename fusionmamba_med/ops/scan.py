@@ -112,7 +112,7 @@ def selective_scan(
         return _load_mamba()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "ref":
         return _selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return _selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
+    return _selective_scan_blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
@@ -165,9 +165,46 @@ def _selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     return (out, h) if return_last_state else out
 
 
+# Elements (l * n * channels) per block of the "torch" backend: small enough that the chunked scan's temporaries
+# stay in the CPU caches (about 4 MiB of float32). Measured with benchmarks/bench_scan.py.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _selective_scan_blocked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                            return_last_state=False, chunk_size=None, block_elements=BLOCK_ELEMENTS):
+    """Run :func:`_selective_scan_chunked` over blocks of (batch item, channel groups) and join the results."""
+    b, d, l = u.shape
+    g = B.shape[1] if B.dim() == 4 else 1
+    n = A.shape[1]
+    dg = d // g
+    per = max(1, block_elements // max(1, l * n * dg))  # groups per block
+    if u.device.type != "cpu" or (b == 1 and per >= g):
+        return _selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                       chunk_size)
+    grouped = B.dim() == 4
+    outs, states = [], []
+    for bi in range(b):
+        row_out, row_state = [], []
+        for g0 in range(0, g, per):
+            g1 = min(g, g0 + per)
+            ch = slice(g0 * dg, g1 * dg)
+            gs = slice(g0, g1) if grouped else slice(None)
+            res = _selective_scan_chunked(
+                u[bi:bi + 1, ch], delta[bi:bi + 1, ch], A[ch], B[bi:bi + 1, gs], C[bi:bi + 1, gs],
+                None if D is None else D[ch], None if z is None else z[bi:bi + 1, ch],
+                None if delta_bias is None else delta_bias[ch], delta_softplus, True, chunk_size,
+            )
+            row_out.append(res[0])
+            row_state.append(res[1])
+        outs.append(torch.cat(row_out, dim=1))
+        states.append(torch.cat(row_state, dim=1))
+    out = torch.cat(outs, dim=0)
+    return (out, torch.cat(states, dim=0)) if return_last_state else out
+
+
 def _default_chunk(l: int) -> int:
     """Steps per chunk: short chunks keep the per-step slabs small; see benchmarks/bench_scan.py."""
-    return max(1, min(l, int(math.ceil(math.sqrt(l) / 4))))
+    return max(1, min(l, int(math.ceil(math.sqrt(l) / 2))))
 
 
 def _selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -49,6 +49,7 @@ def write_dicom_series(
     name_prefix: str = "IM",
     shuffle: bool = True,
     modality: str = "MR",
+    shift_per_slice=(0.0, 0.0, 0.0),
 ) -> dict:
     """Write vol (x, y, z) as a classic single-frame series. ``spacing`` = (col spacing x, row spacing y, slice).
 
@@ -69,7 +70,7 @@ def write_dicom_series(
     if shuffle:  # file names do not follow z order: the loader must sort by position
         order = order[::-1]
     for n, k in enumerate(order):
-        ipp = np.asarray(origin, float) + zs[k] * normal
+        ipp = np.asarray(origin, float) + zs[k] * normal + k * np.asarray(shift_per_slice, float)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -117,3 +117,14 @@ def test_group_mismatch_is_an_error():
     u, delta, A, B, C, D, z, bias = _inputs(1, 6, 10, 4, None, False, False, False)
     with pytest.raises(ValueError):
         selective_scan(u, delta, A, torch.randn(1, 4, 4, 10), torch.randn(1, 4, 4, 10), backend="torch")
+
+
+def test_cache_blocks_do_not_change_the_result():
+    """The CPU backend splits big scans into (batch item, channel group) blocks; the split is invisible."""
+    from fusionmamba_med.ops.scan import _selective_scan_blocked
+
+    u, delta, A, B, C, D, z, bias = _inputs(3, 12, 40, 4, 4, True, True, True)
+    ref, ref_state = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, backend="ref")
+    out, state = _selective_scan_blocked(u, delta, A, B, C, D, z, bias, True, return_last_state=True,
+                                         block_elements=200)
+    assert _rel(out, ref) < 1e-4 and _rel(state, ref_state) < 1e-4

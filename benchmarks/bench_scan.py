@@ -1,0 +1,97 @@
+"""Selective-scan speed: the "torch" (chunked) backend versus the sequential "ref" loop, on the shapes the net uses.
+
+    python benchmarks/bench_scan.py [--preset tiny] [--size 256] [--batch 1] [--repeat 5] [--backward]
+
+Prints a Markdown table: one row per scan call of the network at that slice size (encoder/decoder SS2D and the DFFM
+scans use the same shapes per level), with milliseconds per call for each backend and the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from fusionmamba_med.networks import PRESETS
+from fusionmamba_med.networks.blocks import _dt_rank
+from fusionmamba_med.ops import resolve_backend, selective_scan
+
+
+def scan_shapes(preset: str, size: int, batch: int) -> list[tuple[int, int, int, int, int]]:
+    """(b, d, l, n, groups) of the selective-scan calls of ``preset`` on a size x size slice, one per level."""
+    cfg = PRESETS[preset]
+    shapes = []
+    for level in range(len(cfg["depths"])):
+        dim = cfg["embed_dim"] * 2**level
+        side = size // (4 * 2**level)
+        L = ((side + 1) // 2) ** 2
+        shapes.append((batch, 4 * 2 * dim, L, cfg["d_state"], 4))
+    return shapes
+
+
+def time_call(fn, repeat: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def bench(b: int, d: int, l: int, n: int, g: int, repeat: int, backward: bool, device: str) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(b, d, l, generator=gen).to(device)
+    delta = (torch.randn(b, d, l, generator=gen) * 0.5).to(device)
+    A = (-torch.rand(d, n, generator=gen) * 4).to(device)
+    B = torch.randn(b, g, n, l, generator=gen).to(device)
+    C = torch.randn(b, g, n, l, generator=gen).to(device)
+    D = torch.ones(d, device=device)
+    bias = torch.zeros(d, device=device)
+    out = {}
+    for backend in ("torch", "ref", "cuda"):
+        if backend == "cuda" and resolve_backend("auto", device) != "cuda":
+            continue
+
+        def step():
+            x = u.clone().requires_grad_(backward)
+            y = selective_scan(x, delta, A, B, C, D, delta_bias=bias, delta_softplus=True, backend=backend)
+            if backward:
+                y.sum().backward()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        with torch.set_grad_enabled(backward):
+            out[backend] = time_call(step, repeat) * 1000
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--backward", action="store_true", help="time forward + backward")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}, preset {args.preset}, "
+          f"{'forward+backward' if args.backward else 'forward'}\n")
+    print("| batch | level | (b, d, l, n, groups) | torch ms | ref ms | speed-up | cuda ms |")
+    print("|---|---|---|---|---|---|---|")
+    total = {"torch": 0.0, "ref": 0.0}
+    for batch in args.batch:
+        for level, shape in enumerate(scan_shapes(args.preset, args.size, batch)):
+            r = bench(*shape, repeat=args.repeat, backward=args.backward, device=args.device)
+            total["torch"] += r["torch"]
+            total["ref"] += r["ref"]
+            cuda = f"{r['cuda']:.2f}" if "cuda" in r else "-"
+            print(f"| {batch} | {level} | {shape} | {r['torch']:.2f} | {r['ref']:.2f} | "
+                  f"{r['ref'] / r['torch']:.1f}x | {cuda} |")
+    print(f"\nall shapes together: torch {total['torch']:.1f} ms, ref {total['ref']:.1f} ms, "
+          f"speed-up {total['ref'] / total['torch']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
