@@ -80,8 +80,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
           + (f", GPU {gpu}" if gpu else "") + f", preset {args.preset}, amp {args.amp or 'off'}\n")
-    print("| size | batch | scan backend | s/slice | slices/s | peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| size | batch | scan backend | s/slice | slices/s | µs/pixel | peak MiB | peak KiB/pixel |")
+    print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for batch in args.batches:
             cfg = {"preset": args.preset, "size": size, "batch": batch, "device": args.device, "amp": args.amp,
@@ -89,11 +89,13 @@ def main() -> None:
             res = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
                                  text=True)
             if res.returncode:
-                print(f"| {size} | {batch} | failed: {res.stderr.strip().splitlines()[-1][:80]} | | | |")
+                print(f"| {size} | {batch} | failed: {res.stderr.strip().splitlines()[-1][:80]} | | | | | |")
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
+            pixels = size * size * batch
             print(f"| {size} | {batch} | {r['scan_backend']} | {r['seconds_per_slice']:.3f} | "
-                  f"{r['slices_per_second']:.1f} | {r['peak_mib']:.0f} |")
+                  f"{r['slices_per_second']:.1f} | {r['seconds_per_batch'] / pixels * 1e6:.2f} | "
+                  f"{r['peak_mib']:.0f} | {r['peak_mib'] * 1024 / pixels:.2f} |")
     print(f"\nparameters: {r['parameters']:,}" if "r" in locals() else "")
 
 

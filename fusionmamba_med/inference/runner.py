@@ -100,8 +100,7 @@ class StudyFusionRunner:
         self.image_key, self.reference_key, self.moving_key = image_key, reference_key, moving_key
         self.rank, self.world_size = rank, world_size
         out_dir = Path(getattr(writer, "output_dir", "."))
-        name = "fusion_summary.json" if world_size == 1 else f"fusion_summary_rank{rank}.json"
-        self.summary_path = Path(summary_path) if summary_path else out_dir / name
+        self.summary_path = Path(summary_path) if summary_path else out_dir / "fusion_summary.json"
 
     # -- one study -------------------------------------------------------------------------------------------
     def _preprocess(self, study: dict, timings: dict) -> dict:
@@ -142,9 +141,11 @@ class StudyFusionRunner:
             data = apply_transform(self.postprocessing, data)
             timings["postprocessing"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = self.writer(data["pred"], reference, sid)
+        inputs = [study[k] for k in (self.reference_key, self.moving_key) if isinstance(study.get(k), (str, Path))]
+        out = self.writer(data["pred"], reference, sid, input_paths=inputs)
         timings["write"] = time.perf_counter() - t0
-        record = {"study": study.get("study", sid), "study_id": sid, "status": "fused", "output": str(out)}
+        record = {"study": study.get("study", sid), "study_id": sid, "status": "fused", "output": str(out),
+                  "shape": list(reference.shape[1:])}
         if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
             record["registration"] = data[self.moving_key].meta["registration"]
         if self.qa:
@@ -158,6 +159,17 @@ class StudyFusionRunner:
         return record
 
     # -- the batch --------------------------------------------------------------------------------------------
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def _gather(self, records: list[dict]) -> list[dict]:
+        """Every rank's records, in rank order (all ranks get the full list), when running under torch.distributed."""
+        if not self._distributed():
+            return records
+        gathered: list = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, records)
+        return [r for part in gathered for r in part]
+
     def run(self) -> dict:
         """Fuse all studies, write the summary, and exit non-zero if any study failed (``fail_on_error``)."""
         self.network.eval()
@@ -190,18 +202,26 @@ class StudyFusionRunner:
                 logger.debug("traceback of study %s", sid, exc_info=err)
                 record = {"study": study.get("study", sid), "study_id": sid, "status": "failed", "reason": reason}
             record["total_seconds"] = round(time.perf_counter() - t0, 3)
+            if self.world_size > 1:
+                record["rank"] = self.rank
             records.append(record)
             if record["status"] == "fused":
                 logger.info("study %s fused -> %s (%.1f s)", sid, record["output"], record["total_seconds"])
+        records = self._gather(records)
         summary = {
             "fused": sum(r["status"] == "fused" for r in records),
             "skipped": sum(r["status"] == "skipped" for r in records),
             "failed": sum(r["status"] == "failed" for r in records),
-            "rank": self.rank,
             "world_size": self.world_size,
             "studies": records,
         }
-        write_summary(self.summary_path, summary)
+        if not self._distributed():
+            path = self.summary_path
+            if self.world_size > 1:  # independent processes (no process group): one summary per rank
+                path = path.with_name(f"{path.stem}_rank{self.rank}{path.suffix}")
+            write_summary(path, summary)
+        elif self.rank == 0:
+            write_summary(self.summary_path, summary)
         logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
                     summary["failed"], self.summary_path)
         if summary["failed"] and self.fail_on_error:

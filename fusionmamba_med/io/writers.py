@@ -12,8 +12,8 @@ contains) an input file is refused.
 
 Formats:
 
-- **NIfTI** (greyscale) through ``monai.data.NibabelWriter`` (qform = sform, code 1); **NRRD** through
-  ``monai.data.ITKWriter`` (LPS header). Both take the geometry from the reference MRI's RAS affine.
+- **NIfTI** (greyscale) through nibabel (qform = sform, code 1); **NRRD** through SimpleITK (LPS header). Both
+  take the geometry from the reference MRI's RAS affine.
 - **Colour** (3-channel) volumes are stored as uint8 RGB that 3D Slicer shows in colour: NRRD with an RGB vector
   pixel (SimpleITK), NIfTI as RGB24 (nibabel), DICOM as an RGB Secondary Capture series (see below). Float colour
   values in [0, 1] are scaled by 255; other values are clipped to [0, 255]. NRRD is the recommended colour format.
@@ -189,10 +189,6 @@ def _is_identity(a: np.ndarray) -> bool:
 # Low-level writes, module level so that tests (and users) can patch them.
 def _save_dataset(ds, path: Path) -> None:
     ds.save_as(str(path), enforce_file_format=True)
-
-
-def _write_with_monai(writer, path: Path) -> None:
-    writer.write(str(path), verbose=False)
 
 
 def _write_sitk(image, path: Path) -> None:
@@ -443,32 +439,25 @@ class FusedVolumeWriter:
             img.header.set_xyzt_units("mm")
             _save_nibabel(img, path)
             return
-        from monai.data import NibabelWriter
-
-        writer = NibabelWriter(output_dtype=self.output_dtype)
-        writer.set_data_array(self._grey_for_file(vol[0]), channel_dim=None, squeeze_end_dims=False)
-        writer.data_obj = writer.data_obj[..., 0]  # (X, Y, Z): keep a single slice as 3D, no 4th dim
-        writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
-        _write_with_monai(writer, path)
+        img = nib.Nifti1Image(self._grey_for_file(vol[0]), affine)
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
+        img.header.set_xyzt_units("mm")
+        _save_nibabel(img, path)
 
     def _write_nrrd(self, path: Path, vol: np.ndarray, affine: np.ndarray) -> None:
+        import SimpleITK as sitk
+
         if vol.shape[0] == 3:  # RGB vector pixel
-            import SimpleITK as sitk
-
-            rgb = _to_rgb_uint8(vol)  # (3, X, Y, Z)
-            image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(rgb, (3, 2, 1, 0))), isVector=True)
-            spacing, direction, origin = ras_affine_to_lps_geometry(affine)
-            image.SetSpacing(spacing.tolist())
-            image.SetOrigin(origin.tolist())
-            image.SetDirection(direction.flatten().tolist())
-            _write_sitk(image, path)
-            return
-        from monai.data import ITKWriter
-
-        writer = ITKWriter(output_dtype=self.output_dtype, affine_lps_to_ras=True)
-        writer.set_data_array(self._grey_for_file(vol[0]), channel_dim=None, squeeze_end_dims=False)
-        writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
-        _write_with_monai(writer, path)
+            pixels = np.transpose(_to_rgb_uint8(vol), (3, 2, 1, 0))  # (Z, Y, X, 3)
+        else:
+            pixels = np.transpose(self._grey_for_file(vol[0]), (2, 1, 0))  # (Z, Y, X)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(pixels), isVector=vol.shape[0] == 3)
+        spacing, direction, origin = ras_affine_to_lps_geometry(affine)
+        image.SetSpacing(spacing.tolist())
+        image.SetOrigin(origin.tolist())
+        image.SetDirection(direction.flatten().tolist())
+        _write_sitk(image, path)
 
     # -- DICOM ---------------------------------------------------------------------------------------------------
     def _write_dicom_atomic(self, final: Path, vol, affine, reference, fused, study_id: str) -> None:

@@ -234,8 +234,8 @@ def _crash(*args, **kwargs):
 
 
 @pytest.mark.parametrize("fmt, target", [
-    ("nifti", "nibabel.save"),            # what monai's NibabelWriter calls
-    ("nrrd", "itk.imwrite"),              # what monai's ITKWriter calls
+    ("nifti", "nibabel.save"),
+    ("nrrd", "SimpleITK.WriteImage"),
     ("dicom", "pydicom.dataset.Dataset.save_as"),
     ("dicom", "fusionmamba_med.io.writers._save_dataset"),
 ])
