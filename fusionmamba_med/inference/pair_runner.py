@@ -26,33 +26,13 @@ from fusionmamba_med.inference.runner import root_cause
 from fusionmamba_med.io.images2d import image_size2d, output_extension, write_image2d
 from fusionmamba_med.io.naming import unique_names
 from fusionmamba_med.io.writers import OVERWRITE_POLICIES, write_summary
+from fusionmamba_med.networks.fusionmamba import load_network
 
-__all__ = ["PairFusionRunner", "load_network"]
+__all__ = ["PairFusionRunner"]
 
 logger = logging.getLogger("fusionmamba_med.inference.pair_runner")
 
 _OUTPUT_EXTENSIONS = (".png", ".tif")
-
-
-def load_network(network: torch.nn.Module, model_path: str | os.PathLike | None = None, load_pretrain: bool = True,
-                 device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load trained weights into ``network`` when ``load_pretrain`` and ``model_path`` exists, else keep its random
-    initial weights and say so loudly in the log; returns the network on ``device`` in eval mode.
-
-    A weights file that does not fit the network raises :class:`~fusionmamba_med.errors.WeightsError`.
-    """
-    from fusionmamba_med.networks import load_weights
-
-    if load_pretrain and model_path and os.path.isfile(model_path):
-        load_weights(network, model_path)
-        logger.info("network weights: %s", os.path.abspath(model_path))
-    elif load_pretrain:
-        logger.warning("NO TRAINED WEIGHTS: %s does not exist, so the network runs with RANDOM initial weights and "
-                       "its outputs are not meaningful fusions. Put the trained state dict there or pass "
-                       "--model_path.", model_path)
-    else:
-        logger.warning("load_pretrain is false: the network runs with RANDOM initial weights")
-    return network.to(device).eval()
 
 
 class PairFusionRunner:

@@ -1,7 +1,8 @@
 """Input/output layer: study discovery, loading through MONAI readers, writing fused volumes.
 
 Submodules: :mod:`.naming` (``safe_name``), :mod:`.studies` (``discover_studies``), :mod:`.loading`
-(``load_volume``, ``LoadStudyd``), :mod:`.writers` (``FusedVolumeWriter``, ``write_summary``). Names are imported
+(``load_volume``, ``LoadStudyd``), :mod:`.writers` (``FusedVolumeWriter``, ``write_summary``),
+:mod:`.images2d` (``read_image2d``, ``write_image2d`` for 2D pairs). Names are imported
 lazily so that ``import fusionmamba_med.io.naming`` stays light.
 """
 
@@ -22,6 +23,9 @@ _EXPORTS = {
     "DEFAULT_MAX_VOXELS": "loading",
     "FusedVolumeWriter": "writers",
     "write_summary": "writers",
+    "read_image2d": "images2d",
+    "write_image2d": "images2d",
+    "image_size2d": "images2d",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -239,6 +239,12 @@ def _jsonable(o):
     return str(o)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
     """Write ``summary`` as JSON atomically (temporary file in the same folder, then ``os.replace``).
 
@@ -253,6 +259,7 @@ def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
             f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the summary the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,5 +1,5 @@
 """Fusion networks."""
 
-from fusionmamba_med.networks.fusionmamba import PRESETS, FusionMamba, build_fusionmamba, load_weights
+from fusionmamba_med.networks.fusionmamba import PRESETS, FusionMamba, build_fusionmamba, load_network, load_weights
 
-__all__ = ["FusionMamba", "PRESETS", "build_fusionmamba", "load_weights"]
+__all__ = ["FusionMamba", "PRESETS", "build_fusionmamba", "load_network", "load_weights"]

@@ -8,6 +8,8 @@ and the output cropped back (never resized).
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import torch.nn.functional as F
 from fusionmamba_med.errors import WeightsError
 from fusionmamba_med.networks.blocks import DFFM, FinalPatchExpand, PatchEmbed, PatchExpand, PatchMerging, VSSBlock
 
-__all__ = ["FusionMamba", "PRESETS", "load_weights", "build_fusionmamba"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["FusionMamba", "PRESETS", "load_weights", "load_network", "build_fusionmamba"]
 
 # Named configurations. "tiny" is what CPU users get by default (parameters and CPU time in README.md).
 PRESETS: dict[str, dict] = {
@@ -189,3 +193,22 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
         )
     network.load_state_dict(state, strict=True)
     return network
+
+
+def load_network(network: torch.nn.Module, model_path: str | os.PathLike | None = None, load_pretrain: bool = True,
+                 device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load trained weights into ``network`` when ``load_pretrain`` and ``model_path`` exists, else keep its random
+    initial weights and say so loudly in the log; returns the network on ``device`` in eval mode.
+
+    A weights file that does not fit the network raises :class:`~fusionmamba_med.errors.WeightsError`.
+    """
+    if load_pretrain and model_path and os.path.isfile(model_path):
+        load_weights(network, model_path)
+        logger.info("network weights: %s", os.path.abspath(model_path))
+    elif load_pretrain:
+        logger.warning("NO TRAINED WEIGHTS: %s does not exist, so the network runs with RANDOM initial weights and "
+                       "its outputs are not meaningful fusions. Put the trained state dict there or pass "
+                       "--model_path.", model_path)
+    else:
+        logger.warning("load_pretrain is false: the network runs with RANDOM initial weights")
+    return network.to(device).eval()

@@ -1,0 +1,230 @@
+"""Reading and writing 2D images (PNG, JPEG, BMP, TIFF) as channel-first float arrays in [0, 1].
+
+Reading (:func:`read_image2d`) returns ``(array, info)``: ``array`` is float32 ``(C, H, W)`` with C = 1 (grey) or
+3 (RGB), rows first as stored in the file (EXIF orientation is *not* applied: fusion pairs are pixel-aligned as
+stored); ``info`` is ``{"path", "bit_depth": 8 | 16, "mode": "L" | "RGB", "size": (H, W)}``.
+
+- 8-bit data are divided by 255, 16-bit data by 65535 (a 12-bit camera image in a 16-bit container therefore uses
+  only the lower part of [0, 1]). Float TIFFs must already hold values in [0, 1] and are reported as 16-bit.
+- Palette, CMYK, RGBA (alpha dropped) and the like become RGB; 1-bit and grey+alpha become grey.
+- TIFF is read with ``tifffile`` (first page; multi-page files log a warning), everything else with Pillow.
+- A missing, unreadable or truncated file raises :class:`~fusionmamba_med.errors.FusionInputError` naming it.
+
+Writing (:func:`write_image2d`) is atomic: the image goes to a hidden temporary name in the target folder and is
+renamed when complete. The format follows the extension; :func:`output_extension` gives the default one:
+
+==============  ======  =========================================================
+channels        bits    file
+==============  ======  =========================================================
+1 (grey)        8, 16   ``.png`` (16-bit grey PNG, Pillow mode ``I;16``)
+3 (RGB)         8       ``.png``
+3 (RGB)         16      ``.tif`` (PNG via Pillow cannot hold 16-bit RGB); a
+                        ``.png`` path is changed to ``.tif`` and the real path
+                        returned
+==============  ======  =========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionmamba_med.errors import FusionInputError
+
+__all__ = ["read_image2d", "write_image2d", "output_extension", "image_size2d", "TIFF_EXTENSIONS"]
+
+logger = logging.getLogger(__name__)
+
+TIFF_EXTENSIONS = (".tif", ".tiff")
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------------------------------
+def _scale(arr: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
+    """Integer/float pixel array -> (float32 in [0, 1], bit depth 8 | 16)."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32), 8
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0, 8
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0, 16
+    if np.issubdtype(arr.dtype, np.integer):  # Pillow "I" (int32) for some 16-bit files
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo >= 0 and hi <= 65535:
+            depth = 8 if hi <= 255 and arr.dtype.itemsize == 1 else 16
+            return arr.astype(np.float32) / (255.0 if depth == 8 else 65535.0), depth
+        raise FusionInputError(f"pixel values {lo}..{hi} ({arr.dtype}) do not fit 8 or 16 bits", path=path)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr).all()
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size and finite else (0.0, 0.0)
+        if not finite or lo < 0.0 or hi > 1.0:
+            raise FusionInputError(f"float image with values outside [0, 1] ({lo:g}..{hi:g}) or not finite; "
+                                   "save it as 8/16-bit or scale it to [0, 1]", path=path)
+        return arr.astype(np.float32), 16
+    raise FusionInputError(f"unsupported pixel type {arr.dtype}", path=path)
+
+
+def _channels_first(arr: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W) | (H, W, C) -> (1 | 3, H, W); alpha dropped, grey+alpha -> grey."""
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
+        c = arr.shape[-1]
+        keep = 1 if c <= 2 else 3
+        return np.moveaxis(arr[..., :keep], -1, 0)
+    raise FusionInputError(f"not a 2D grey or RGB image (array shape {arr.shape})", path=path)
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()  # decode now: a truncated file fails here, not later
+        mode = im.mode
+        if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "RGB"):
+            pass
+        elif mode == "LA":
+            im = im.convert("L")
+        elif mode in ("P", "PA"):
+            im = im.convert("RGB")
+        elif mode == "F":
+            pass
+        else:  # RGBA, CMYK, YCbCr, LAB, HSV, RGBX, ...
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return _channels_first(arr, path)
+
+
+def _read_tiff(path: Path) -> np.ndarray | None:
+    """First page as (C, H, W); None for palette images (left to Pillow)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise FusionInputError("TIFF file without images", path=path)
+        page = tif.pages[0]
+        if len(tif.pages) > 1:
+            logger.warning("%s holds %d pages; only the first is used", path, len(tif.pages))
+        photometric = getattr(page.photometric, "name", str(page.photometric))
+        if photometric == "PALETTE":
+            return None  # Pillow applies the colour map
+        arr = page.asarray()
+        axes = page.axes
+    if "S" in axes and axes.index("S") < axes.index("Y"):  # planar configuration: (S, Y, X)
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if photometric == "MINISWHITE":
+        arr = (np.iinfo(arr.dtype).max - arr) if np.issubdtype(arr.dtype, np.integer) else 1.0 - arr
+    return _channels_first(arr, path)
+
+
+def read_image2d(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a 2D image as float32 ``(C, H, W)`` in [0, 1] (C = 1 grey, 3 RGB) and its info
+    ``{"path", "bit_depth": 8 | 16, "mode": "L" | "RGB", "size": (H, W)}``.
+
+    Raises :class:`FusionInputError` naming the file when it is missing, not an image, truncated or of an
+    unsupported kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FusionInputError("image file not found", path=path)
+    try:
+        arr = _read_tiff(path) if path.suffix.lower() in TIFF_EXTENSIONS else None
+        if arr is None:
+            arr = _read_pil(path)
+    except FusionInputError:
+        raise
+    except Exception as err:  # PIL.UnidentifiedImageError, OSError (truncated), tifffile errors, ...
+        raise FusionInputError(f"cannot read the image ({type(err).__name__}: {err})", path=path) from err
+    data, depth = _scale(arr, path)
+    if data.shape[1] < 1 or data.shape[2] < 1:
+        raise FusionInputError(f"empty image (shape {data.shape})", path=path)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    info = {"path": str(path), "bit_depth": depth, "mode": "RGB" if data.shape[0] == 3 else "L",
+            "size": (int(data.shape[1]), int(data.shape[2]))}
+    return data, info
+
+
+def image_size2d(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image from its header only (cheap). Raises :class:`FusionInputError` naming the file."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.height), int(im.width)
+    except Exception as err:
+        raise FusionInputError(f"cannot read the image header ({type(err).__name__}: {err})", path=path) from err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------------------------------
+def output_extension(channels: int, bit_depth: int) -> str:
+    """Default file extension for an image of ``channels`` (1 | 3) at ``bit_depth`` (8 | 16): ``.png``, except
+    16-bit RGB, which is ``.tif``."""
+    return ".tif" if (channels == 3 and bit_depth == 16) else ".png"
+
+
+def _to_hwc(array, bit_depth: int) -> np.ndarray:
+    if hasattr(array, "detach"):  # torch tensor
+        array = array.detach().cpu().numpy()
+    arr = np.asarray(array, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (1 | 3, H, W) image, got shape {arr.shape}")
+    top = 255 if bit_depth == 8 else 65535
+    arr = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * top)
+    arr = arr.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+
+
+def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8) -> Path:
+    """Write ``array`` ((C, H, W) or (H, W), C = 1 | 3, values in [0, 1], clipped) as an 8- or 16-bit image,
+    atomically. The format follows the extension (.png, .tif/.tiff, .jpg/.jpeg, .bmp; JPEG/BMP 8-bit only).
+    16-bit RGB to a ``.png`` path is written as ``.tif`` instead. Returns the path written."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, not {bit_depth!r}")
+    path = Path(path)
+    pixels = _to_hwc(array, bit_depth)
+    ext = path.suffix.lower()
+    if ext not in TIFF_EXTENSIONS and ext not in _PIL_FORMATS:
+        raise ValueError(f"unsupported output extension {path.suffix!r} ({path})")
+    if bit_depth == 16 and ext in (".jpg", ".jpeg", ".bmp"):
+        raise ValueError(f"{path.suffix} cannot hold 16-bit data; use .png or .tif")
+    if bit_depth == 16 and pixels.ndim == 3 and ext == ".png":
+        path = path.with_suffix(".tif")
+        ext = ".tif"
+        logger.info("16-bit RGB is written as TIFF: %s", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        if ext in TIFF_EXTENSIONS:
+            import tifffile
+
+            tifffile.imwrite(tmp, pixels, photometric="rgb" if pixels.ndim == 3 else "minisblack")
+        else:
+            from PIL import Image
+
+            Image.fromarray(pixels).save(tmp, format=_PIL_FORMATS[ext])
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
