@@ -64,6 +64,7 @@ class StudyFusionRunner:
         summary_path: JSON summary; default ``<writer.output_dir>/fusion_summary.json``.
         fail_on_error: end with ``SystemExit`` (non-zero status) when any study failed.
         rank, world_size: this process's share of the studies (multi-GPU / multi-node inference).
+        moving_name: what the moving modality is called in QA pictures ("CT", "PET", "SPECT").
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class StudyFusionRunner:
         moving_key: str = "moving",
         rank: int = 0,
         world_size: int = 1,
+        moving_name: str = "moving",
     ):
         self.studies = partition(list(studies), rank, world_size)
         self.errors = list(errors) if rank == 0 else []
@@ -99,6 +101,7 @@ class StudyFusionRunner:
         self.fail_on_error = fail_on_error
         self.image_key, self.reference_key, self.moving_key = image_key, reference_key, moving_key
         self.rank, self.world_size = rank, world_size
+        self.moving_name = moving_name
         out_dir = Path(getattr(writer, "output_dir", "."))
         self.summary_path = Path(summary_path) if summary_path else out_dir / "fusion_summary.json"
 
@@ -152,7 +155,7 @@ class StudyFusionRunner:
             t0 = time.perf_counter()
             qa_path = Path(out).parent / f"{sid}_qa.png"
             image = data[self.image_key]
-            save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_key, "fused"])
+            save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
             record["qa"] = str(qa_path)
             timings["qa"] = time.perf_counter() - t0
         record["seconds"] = {k: round(v, 3) for k, v in timings.items()}
