@@ -1,0 +1,32 @@
+"""Training: pairs and their held-out split, batch preparation, validation metric and handlers for the bundles'
+``train.json``. Names are imported lazily so that ``import fusionmamba_med.training.pairs`` stays light."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "training_pairs": "pairs",
+    "split_holdout": "pairs",
+    "source_label": "pairs",
+    "prepare_fusion_batch": "batch",
+    "FusionQualityMetric": "metric",
+    "latest_checkpoint": "checkpoint",
+    "resolve_resume": "checkpoint",
+    "export_weights": "checkpoint",
+    "unwrap_network": "checkpoint",
+    "TrainingCheckpointLoader": "handlers",
+    "TrainingCheckpointSaver": "handlers",
+    "ExportWeights": "handlers",
+    "IterationBudget": "handlers",
+    "LossCSVLogger": "handlers",
+    "ValidationCSVLogger": "handlers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,82 @@
+"""Checkpoint files: find the newest one to resume from, and export plain CPU weights for inference."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = ["checkpoint_iteration", "export_weights", "latest_checkpoint", "resolve_resume", "unwrap_network"]
+
+logger = logging.getLogger(__name__)
+
+_ITERATION = re.compile(r"iteration=(\d+)")
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module inside a ``DataParallel`` / ``DistributedDataParallel`` wrapper (the network itself otherwise)."""
+    return network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
+
+
+def checkpoint_iteration(path: str | os.PathLike) -> int | None:
+    """The iteration in a checkpoint file name written by ``CheckpointSaver`` (``checkpoint_iteration=400.pt``,
+    ``checkpoint_final_iteration=1000.pt``), or ``None``."""
+    match = _ITERATION.search(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The checkpoint with the highest iteration in ``checkpoint_dir`` (``None`` if there is none)."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    found = [(it, p) for p in folder.glob("*.pt") if (it := checkpoint_iteration(p)) is not None]
+    if not found:
+        return None
+    # at equal iterations prefer the interval file over the final one: same content, either is fine
+    return str(max(found, key=lambda x: (x[0], "final" not in x[1].name))[1])
+
+
+def resolve_resume(resume: bool | str | os.PathLike | None, checkpoint_dir: str | os.PathLike) -> str | None:
+    """The checkpoint to resume from: ``False``/``None`` -> none; ``True`` -> the newest in ``checkpoint_dir`` (none
+    if the folder has no checkpoint yet, so a first run with ``resume: true`` starts fresh); a path -> that file."""
+    if resume is None or resume is False:
+        return None
+    if resume is True or (isinstance(resume, str) and resume.lower() in ("true", "latest")):
+        path = latest_checkpoint(checkpoint_dir)
+        if path is None:
+            logger.info("resume: no checkpoint in %s, starting from iteration 0", checkpoint_dir)
+        else:
+            logger.info("resume: continuing from %s", path)
+        return path
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"resume checkpoint not found: {resume}")
+    return str(resume)
+
+
+def export_weights(network: nn.Module, path: str | os.PathLike) -> Path:
+    """Save the network's weights as a plain CPU state dict (readable by
+    :func:`fusionmamba_med.networks.load_weights`, ``torch.load(weights_only=True)``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").clone() for k, v in unwrap_network(network).state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,56 @@
+"""Checkpoint files: the newest one for resuming, and plain CPU weights that the inference bundles load."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fusionmamba_med.networks import build_fusionmamba, load_weights
+from fusionmamba_med.training import export_weights, latest_checkpoint, resolve_resume, unwrap_network
+
+
+def _touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"x")
+
+
+def test_latest_checkpoint_picks_the_highest_iteration(tmp_path):
+    assert latest_checkpoint(tmp_path / "missing") is None
+    _touch(tmp_path, "checkpoint_iteration=900.pt", "checkpoint_iteration=1000.pt", "checkpoint_final_iteration=950.pt",
+           "model_best.pt", "notes.txt")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_iteration=1000.pt")  # numeric, not lexical order
+    _touch(tmp_path, "checkpoint_final_iteration=1003.pt")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_final_iteration=1003.pt")
+
+
+def test_resolve_resume(tmp_path):
+    assert resolve_resume(False, tmp_path) is None
+    assert resolve_resume(True, tmp_path) is None  # nothing saved yet: start fresh
+    _touch(tmp_path, "checkpoint_iteration=2.pt")
+    assert resolve_resume(True, tmp_path).endswith("checkpoint_iteration=2.pt")
+    assert resolve_resume(str(tmp_path / "checkpoint_iteration=2.pt"), "elsewhere").endswith("=2.pt")
+    with pytest.raises(FileNotFoundError):
+        resolve_resume(str(tmp_path / "nope.pt"), tmp_path)
+
+
+def test_exported_weights_load_strictly_into_a_fresh_network(tmp_path):
+    torch.manual_seed(0)
+    trained = build_fusionmamba("tiny")
+    path = export_weights(nn.parallel.DataParallel(trained), tmp_path / "models" / "model.pt")  # wrapper unwrapped
+
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
+    state = torch.load(path, weights_only=True)
+    assert all(v.device.type == "cpu" for v in state.values())
+    assert not any(k.startswith("module.") for k in state)
+    torch.manual_seed(1)
+    fresh = build_fusionmamba("tiny")
+    key = next(iter(state))
+    assert not torch.equal(fresh.state_dict()[key], state[key])
+    load_weights(fresh, path)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+
+
+def test_unwrap_network():
+    net = nn.Linear(2, 2)
+    assert unwrap_network(net) is net
+    assert unwrap_network(nn.DataParallel(net)) is net

@@ -1,0 +1,94 @@
+"""The bundles' train.json run as users run them, `python -m monai.bundle run --config_file bundles/pet_mri/train.json`
+(and with torchrun plus configs/multi_gpu_train.json), on a few generated pairs with a tiny network and 32 px crops."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusionmamba_med.networks import build_fusionmamba, load_weights
+from tests.training._pairs import make_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--preset", "tiny", "--crop_size", 32, "--log_every", 1, "--num_workers", 0, "--progress", False,
+         "--val_holdout", 1]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd=ROOT, launcher=("-m", "monai.bundle", "run")):
+    cmd = [sys.executable, *launcher, *map(str, args)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return proc, proc.stdout + proc.stderr
+
+
+def _column(path, name="iteration"):
+    with open(path, newline="") as f:
+        return [int(row[name]) for row in csv.DictReader(f)]
+
+
+def _sources(tmp_path, n):
+    dir_a, dir_b = make_pairs(tmp_path / "data", [f"{i:02d}" for i in range(n)])
+    return repr([{"dir_a": str(dir_a), "dir_b": str(dir_b)}])
+
+
+def test_train_then_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["--train_sources", _sources(tmp_path, 5), "--output_dir", out, "--val_interval", 2, "--checkpoint_every", 1,
+            "--batch_size", 2, *SMALL]
+    proc, log = _run(["--config_file", "bundles/pet_mri/train.json", "--max_iterations", 3, *args])
+    assert proc.returncode == 0, log[-3000:]
+
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == [
+        "checkpoint_final_iteration=3.pt", "checkpoint_iteration=1.pt", "checkpoint_iteration=2.pt",
+        "checkpoint_iteration=3.pt"]
+    first = torch.load(ckpts / "checkpoint_iteration=1.pt", weights_only=True)
+    final = torch.load(ckpts / "checkpoint_final_iteration=3.pt", weights_only=True)
+    assert set(final) == {"network", "optimizer", "lr_scheduler", "trainer"} and final["trainer"]["iteration"] == 3
+
+    net = load_weights(build_fusionmamba("tiny"), out / "model.pt")  # plain CPU state dict, strict
+    exported = net.state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in final["network"].items())
+    assert any(not torch.equal(exported[k], v) for k, v in first["network"].items())  # training moved the weights
+    load_weights(build_fusionmamba("tiny"), out / "model_best.pt")
+
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["validation"]) == 1 and len(split["training"]) == 4
+    assert _column(out / "train_log.csv") == [1, 2, 3]
+    assert _column(out / "val_log.csv") == [2]
+
+    # resume from inside the bundle folder (macros resolve through the configs/ symlinks) up to iteration 5
+    proc, log = _run(["--config_file", "train.json", "--max_iterations", 5, "--resume", True, *args],
+                     cwd=ROOT / "bundles" / "pet_mri")
+    assert proc.returncode == 0, log[-3000:]
+    assert "iteration=3.pt" in log and "Restored all variables" in log
+    assert _column(out / "train_log.csv") == [1, 2, 3, 4, 5]  # went on from 3, did not start over
+    resumed = torch.load(ckpts / "checkpoint_final_iteration=5.pt", weights_only=True)
+    assert resumed["trainer"]["iteration"] == 5
+    assert _column(out / "val_log.csv") == [2, 4]
+
+
+def test_multi_gpu_overlay_on_cpu(tmp_path):
+    """Two processes with gloo: DistributedSampler halves the epoch, and only rank 0 writes."""
+    out = tmp_path / "run"
+    configs = "['bundles/pet_mri/configs/train.json','bundles/pet_mri/configs/multi_gpu_train.json']"
+    proc, log = _run(
+        ["--config_file", configs, "--train_sources", _sources(tmp_path, 5), "--output_dir", out,
+         "--max_iterations", 2, "--val_interval", 2, "--checkpoint_every", 2, "--batch_size", 1, *SMALL],
+        launcher=("-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+                  "-m", "monai.bundle", "run"),
+    )
+    assert proc.returncode == 0, log[-3000:]
+    final = torch.load(out / "checkpoints" / "checkpoint_final_iteration=2.pt", weights_only=True)
+    assert final["trainer"]["epoch_length"] == 2  # 4 training pairs, batch 1, split over 2 processes
+    assert not any(k.startswith("module.") for k in final["network"])
+    assert _column(out / "train_log.csv") == [1, 2]  # one writer: rank 1 would have added rows
+    assert _column(out / "val_log.csv") == [2]
+    load_weights(build_fusionmamba("tiny"), out / "model.pt")

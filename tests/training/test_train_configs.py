@@ -1,0 +1,33 @@
+"""Every bundle's train.json (alone and with the multi-GPU overlay) has the MONAI train-workflow properties and the
+shared pieces it pulls in from configs/ through the bundle's configs/ symlinks."""
+
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLES = ["ct_mri", "pet_mri", "spect_mri", "generic_2d"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_train_config_has_the_train_workflow_properties(bundle, monkeypatch):
+    configs = ROOT / "bundles" / bundle / "configs"
+    for shared in ("training.json", "multi_gpu_train.json", "network.json"):
+        assert (configs / shared).resolve() == (ROOT / "configs" / shared).resolve()
+    monkeypatch.chdir(ROOT / "bundles" / bundle)  # from inside the bundle, macros go through the symlinks
+
+    workflow = ConfigWorkflow(config_file="configs/train.json", workflow_type="train", logging_file=False)
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.parser.get_parsed_content("bundle_root") == str(ROOT / "bundles" / bundle)
+    assert workflow.parser["train"]["trainer"]["_target_"] == "SupervisedTrainer"
+    assert workflow.parser["train_sampler"] is None
+
+    overlay = ConfigParser()  # merged as `monai.bundle run` merges them (its initialize would start torch.distributed)
+    overlay.read_config(["configs/train.json", "configs/multi_gpu_train.json"])
+    overlay.parse()
+    assert overlay["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    assert overlay["train_sampler"]["_target_"] == "DistributedSampler"
+    assert overlay["train"]["dataloader"]["sampler"] == "@train_sampler"  # the shared piece uses the overridden key
+    assert overlay["max_iterations"] == workflow.parser["max_iterations"]  # the rest comes from train.json
