@@ -145,6 +145,8 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
         if sop_class == _DICOMDIR_UID:
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if uid and uid not in uids and any(u.startswith(uid) for u in uids):  # the header was cut mid-value
+            uid = next(u for u in uids if u.startswith(uid))
         if not uid or uid in uids:
             raise FusionInputError(
                 "damaged or truncated DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid

@@ -381,6 +381,14 @@ class RegisterToFixed(Transform):
             identity = sitk.Transform(3, sitk.sitkIdentity)
             return RegistrationResult(identity, out, self._summary(identity, 1.0, {}))
 
+        if self.mode in ("rigid", "affine"):
+            for name, img, img_path in (("moving", moving_img, path), ("fixed", fixed_img, _source_path(fixed))):
+                stats = sitk.MinimumMaximumImageFilter()
+                stats.Execute(img)
+                if stats.GetMaximum() <= stats.GetMinimum():
+                    raise RegistrationError(
+                        f"the {name} image has no contrast (every voxel is {stats.GetMinimum():g}): there is nothing "
+                        "to register (empty or blank series?)", study=study, path=img_path)
         if not _boxes_overlap(fixed_img, moving_img) or not _boxes_overlap(moving_img, fixed_img):
             raise RegistrationError(
                 "the moving and fixed images do not overlap in scanner coordinates (different frames of reference "

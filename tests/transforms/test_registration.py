@@ -212,3 +212,21 @@ def test_target_registration_error_measures_point_distances():
     assert rotation_angle_deg(rot) == pytest.approx(5.0)
     tre = target_registration_error(rot, sitk.Euler3DTransform(), [[100.0, 0.0, 0.0]])
     assert tre[0] == pytest.approx(2 * 100.0 * np.sin(np.radians(2.5)))
+
+
+def test_blank_moving_image_is_refused_by_name(tmp_path):
+    """An all-zero modality (e.g. a blank export) is a clear registration error, not a SimpleITK crash."""
+    import nibabel as nib
+    import numpy as np
+
+    from fusionmamba_med.errors import RegistrationError
+    from fusionmamba_med.io import load_volume
+    from fusionmamba_med.transforms import RegisterToFixedd
+
+    blank = tmp_path / "PET.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 12), np.float32), np.diag([3.0, 3.0, 3.0, 1.0])), str(blank))
+    fixed = load_volume(blank)
+    fixed = fixed + torch.rand_like(fixed)
+    with pytest.raises(RegistrationError, match="no contrast") as exc:
+        RegisterToFixedd("moving", "mri")({"study": "p07", "mri": fixed, "moving": load_volume(blank)})
+    assert "p07" in str(exc.value) and "PET.nii.gz" in str(exc.value)
