@@ -22,7 +22,7 @@ from monai.transforms import Compose, apply_transform
 
 from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColourd
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.inference.runner import root_cause
+from fusionmamba_med.inference.runner import count_outcomes, root_cause
 from fusionmamba_med.io.images2d import image_size2d, output_extension, write_image2d
 from fusionmamba_med.io.naming import unique_names
 from fusionmamba_med.io.writers import OVERWRITE_POLICIES, write_summary
@@ -248,9 +248,7 @@ class PairFusionRunner:
                     self._process(members[start:start + self.batch_size], records, progress)
         records.sort(key=lambda r: (str(r.get("name") or "").lower(), str(r.get("name") or "")))
         summary = {
-            "fused": sum(r["status"] == "fused" for r in records),
-            "skipped": sum(r["status"] == "skipped" for r in records),
-            "failed": sum(r["status"] == "failed" for r in records),
+            **count_outcomes(records),
             "output_dir": str(self.output_dir),
             "pairs": records,
         }

@@ -20,7 +20,7 @@ from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.qa import save_qa_montage
 from fusionmamba_med.io.writers import write_summary
 
-__all__ = ["StudyFusionRunner", "root_cause", "partition"]
+__all__ = ["StudyFusionRunner", "count_outcomes", "root_cause", "partition"]
 
 logger = logging.getLogger("fusionmamba_med")
 
@@ -37,6 +37,11 @@ def root_cause(err: BaseException) -> BaseException:
             return err
         err = nxt
     return err
+
+
+def count_outcomes(records: Sequence[dict]) -> dict[str, int]:
+    """``{"fused": n, "skipped": n, "failed": n}`` over per-item records with a ``"status"``."""
+    return {status: sum(r["status"] == status for r in records) for status in ("fused", "skipped", "failed")}
 
 
 def partition(items: Sequence, rank: int, world_size: int) -> list:
@@ -212,9 +217,7 @@ class StudyFusionRunner:
                 logger.info("study %s fused -> %s (%.1f s)", sid, record["output"], record["total_seconds"])
         records = self._gather(records)
         summary = {
-            "fused": sum(r["status"] == "fused" for r in records),
-            "skipped": sum(r["status"] == "skipped" for r in records),
-            "failed": sum(r["status"] == "failed" for r in records),
+            **count_outcomes(records),
             "world_size": self.world_size,
             "studies": records,
         }
