@@ -8,7 +8,7 @@ Subpackages (imported on first use, so ``import fusionmamba_med`` stays light an
 
 from __future__ import annotations
 
-import importlib
+from fusionmamba_med._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -18,12 +18,7 @@ _SUBMODULES = (
 )
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {})
 
 
 def __dir__():

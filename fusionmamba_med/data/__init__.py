@@ -8,7 +8,7 @@ discovery and loading transforms. Names are imported lazily.
 
 from __future__ import annotations
 
-import importlib
+from fusionmamba_med._lazy import lazy_getattr
 
 _EXPORTS = {
     "LABELS": "phantom",
@@ -33,7 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

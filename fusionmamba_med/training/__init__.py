@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
+from fusionmamba_med._lazy import lazy_getattr
 
 _EXPORTS = {
     "training_pairs": "pairs",
@@ -26,7 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
