@@ -59,12 +59,19 @@ def resolve_resume(resume: bool | str | os.PathLike | None, checkpoint_dir: str 
     return str(resume)
 
 
-def export_weights(network: nn.Module, path: str | os.PathLike) -> Path:
-    """Save the network's weights as a plain CPU state dict (readable by
-    :func:`fusionmamba_med.networks.load_weights`, ``torch.load(weights_only=True)``), atomically."""
+def export_weights(network: nn.Module | dict, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Save a network's weights (or a state dict) as a plain CPU state dict (readable by
+    :func:`fusionmamba_med.networks.load_weights`, ``torch.load(weights_only=True)``), atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type (half the size for shipping);
+    ``load_weights`` copies them into the network's own float32 parameters.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").clone() for k, v in unwrap_network(network).state_dict().items()}
+    source = network if isinstance(network, dict) else unwrap_network(network).state_dict()
+    state = {k: v.detach().to("cpu").clone() for k, v in source.items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
     try:
         umask = os.umask(0)

@@ -54,3 +54,20 @@ def test_unwrap_network():
     net = nn.Linear(2, 2)
     assert unwrap_network(net) is net
     assert unwrap_network(nn.DataParallel(net)) is net
+
+
+def test_half_precision_export_loads_into_the_float32_network(tmp_path):
+    import torch
+
+    from fusionmamba_med.networks import build_fusionmamba, load_weights
+    from fusionmamba_med.training.checkpoint import export_weights
+
+    net = build_fusionmamba("tiny").eval()
+    path = export_weights(net, tmp_path / "model.pt", dtype=torch.float16)
+    stored = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    other = load_weights(build_fusionmamba("tiny"), path).eval()
+    assert next(other.parameters()).dtype == torch.float32
+    x = torch.rand(1, 2, 64, 64)
+    with torch.no_grad():
+        assert (net(x) - other(x)).abs().max() < 5e-3
