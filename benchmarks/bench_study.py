@@ -1,6 +1,7 @@
 """Seconds per whole study, end to end, broken down by stage (load, register, normalise, fuse, write, QA).
 
     python benchmarks/bench_study.py [--bundle pet_mri] [--device cpu] [--output-format nifti] [--registration rigid]
+                                     [--out table.md]
 
 Runs the bundle's own inference config (``bundles/<bundle>/inference.json``) on its sample studies into a temporary
 folder and prints a Markdown table from the per-stage timings the runner records in ``fusion_summary.json``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,7 @@ def main() -> None:
     p.add_argument("--output-format", default="nifti")
     p.add_argument("--registration", default=None, help="registration_mode override")
     p.add_argument("--slice-batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="also write the table (without the run's log) to this file")
     args = p.parse_args()
 
     import torch
@@ -54,6 +57,8 @@ def main() -> None:
         summary = json.loads((Path(out) / "fusion_summary.json").read_text())
 
     cols = ["load", "register", "normalise", "colour", "fuse", "write", "qa"]
+    lines: list[str] = []
+    print = lines.append  # noqa: A001 - collect the table, print it once at the end
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
           f"device {args.device}, bundle {args.bundle}, format {args.output_format}\n")
     print("| study | shape (MRI grid) | " + " | ".join(cols) + " | total s |")
@@ -69,6 +74,10 @@ def main() -> None:
         print(f"| {rec['study']} | {shape} | " + " | ".join(f"{stage[c]:.2f}" for c in cols)
               + f" | {rec['total_seconds']:.2f} |")
     print(f"\nwhole command incl. model build and study discovery: {wall:.1f} s")
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":
