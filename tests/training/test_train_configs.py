@@ -6,18 +6,23 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from ._pairs import make_pairs
+
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ["ct_mri", "pet_mri", "spect_mri", "generic_2d"]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_train_config_has_the_train_workflow_properties(bundle, monkeypatch):
+def test_train_config_has_the_train_workflow_properties(bundle, monkeypatch, tmp_path):
     configs = ROOT / "bundles" / bundle / "configs"
     for shared in ("training.json", "multi_gpu_train.json", "network.json"):
         assert (configs / shared).resolve() == (ROOT / "configs" / shared).resolve()
     monkeypatch.chdir(ROOT / "bundles" / bundle)  # from inside the bundle, macros go through the symlinks
 
-    workflow = ConfigWorkflow(config_file="configs/train.json", workflow_type="train", logging_file=False)
+    dir_a, dir_b = make_pairs(tmp_path / "pairs", [f"p{i}" for i in range(12)])  # no dependence on ../shared/data
+    sources = [{"name": "generated", "dir_a": str(dir_a), "dir_b": str(dir_b)}]
+    workflow = ConfigWorkflow(config_file="configs/train.json", workflow_type="train", logging_file=False,
+                              train_sources=sources, output_dir=str(tmp_path / "run"))
     workflow.initialize()
     assert workflow.check_properties() == []
     assert workflow.parser.get_parsed_content("bundle_root") == str(ROOT / "bundles" / bundle)
