@@ -22,7 +22,7 @@ from monai.transforms import Compose, apply_transform
 
 from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColourd
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.inference.runner import count_outcomes, root_cause
+from fusionmamba_med.inference.runner import count_outcomes, end_batch, root_cause
 from fusionmamba_med.io.images2d import image_size2d, output_extension, write_image2d
 from fusionmamba_med.io.naming import unique_names
 from fusionmamba_med.io.writers import OVERWRITE_POLICIES, write_summary
@@ -253,12 +253,7 @@ class PairFusionRunner:
             "pairs": records,
         }
         write_summary(self.summary_path, summary)
-        logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
-                    summary["failed"], self.summary_path)
-        if summary["failed"] and self.fail_on_error:
-            raise SystemExit(f"{summary['failed']} pair{'' if summary['failed'] == 1 else 's'} failed; "
-                             f"see {self.summary_path}")
-        return summary
+        return end_batch(summary, self.summary_path, self.fail_on_error, "pair", "pairs")
 
 
 class _Bar:

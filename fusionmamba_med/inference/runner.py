@@ -20,7 +20,7 @@ from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.qa import save_qa_montage
 from fusionmamba_med.io.writers import write_summary
 
-__all__ = ["StudyFusionRunner", "count_outcomes", "root_cause", "partition"]
+__all__ = ["StudyFusionRunner", "count_outcomes", "end_batch", "root_cause", "partition"]
 
 logger = logging.getLogger("fusionmamba_med")
 
@@ -42,6 +42,16 @@ def root_cause(err: BaseException) -> BaseException:
 def count_outcomes(records: Sequence[dict]) -> dict[str, int]:
     """``{"fused": n, "skipped": n, "failed": n}`` over per-item records with a ``"status"``."""
     return {status: sum(r["status"] == status for r in records) for status in ("fused", "skipped", "failed")}
+
+
+def end_batch(summary: dict, summary_path: Path, fail_on_error: bool, item: str = "study",
+              items: str = "studies") -> dict:
+    """Log a batch's outcome and, when ``fail_on_error`` and anything failed, end with ``SystemExit`` (non-zero)."""
+    logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
+                summary["failed"], summary_path)
+    if summary["failed"] and fail_on_error:
+        raise SystemExit(f"{summary['failed']} {item if summary['failed'] == 1 else items} failed; see {summary_path}")
+    return summary
 
 
 def partition(items: Sequence, rank: int, world_size: int) -> list:
@@ -228,10 +238,5 @@ class StudyFusionRunner:
             write_summary(path, summary)
         elif self.rank == 0:
             write_summary(self.summary_path, summary)
-        logger.info("fused %d, skipped %d, failed %d; summary: %s", summary["fused"], summary["skipped"],
-                    summary["failed"], self.summary_path)
-        if summary["failed"] and self.fail_on_error:
-            raise SystemExit(f"{summary['failed']} stud{'y' if summary['failed'] == 1 else 'ies'} failed; "
-                             f"see {self.summary_path}")
-        return summary
+        return end_batch(summary, self.summary_path, self.fail_on_error, "study", "studies")
 
