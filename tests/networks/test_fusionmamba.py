@@ -127,3 +127,15 @@ def test_presets_build_and_fuse(preset):
         y = net(torch.rand(1, 2, 181, 217) if preset == "tiny" else torch.rand(1, 2, 64, 64))
     assert y.shape[1] == 1
     assert net.preset == preset
+
+
+def test_load_network_compiles_on_request(tmp_path):
+    """torch.compile is opt-in (it measurably speeds up CPU inference but costs minutes to compile)."""
+    from fusionmamba_med.networks import load_network
+
+    net = build_fusionmamba("tiny")
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    plain = load_network(build_fusionmamba("tiny"), tmp_path / "model.pt")
+    compiled = load_network(build_fusionmamba("tiny"), tmp_path / "model.pt", compile=True)
+    assert not plain.training and plain.__class__.__name__ == "FusionMamba"
+    assert compiled.__class__.__name__ == "OptimizedModule" and compiled._orig_mod.__class__.__name__ == "FusionMamba"
