@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import subprocess
-import sys
 import time
+
+from _child import machine_line, run_in_child
 
 
 def _rss_mib() -> float:
@@ -75,28 +74,25 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
-          + (f", GPU {gpu}" if gpu else "") + f", preset {args.preset}, amp {args.amp or 'off'}\n")
+    print(machine_line(args.device, preset=args.preset, amp=args.amp or "off"))
     print("| size | batch | scan backend | s/slice | slices/s | µs/pixel | peak MiB | peak KiB/pixel |")
     print("|---|---|---|---|---|---|---|---|")
+    parameters = None
     for size in args.sizes:
         for batch in args.batches:
             cfg = {"preset": args.preset, "size": size, "batch": batch, "device": args.device, "amp": args.amp,
                    "backend": args.scan_backend, "repeat": args.repeat}
-            res = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
-                                 text=True)
-            if res.returncode:
-                print(f"| {size} | {batch} | failed: {res.stderr.strip().splitlines()[-1][:80]} | | | | | |")
+            r = run_in_child(__file__, cfg)
+            if isinstance(r, str):
+                print(f"| {size} | {batch} | failed: {r} | | | | | |")
                 continue
-            r = json.loads(res.stdout.strip().splitlines()[-1])
             pixels = size * size * batch
+            parameters = r["parameters"]
             print(f"| {size} | {batch} | {r['scan_backend']} | {r['seconds_per_slice']:.3f} | "
                   f"{r['slices_per_second']:.1f} | {r['seconds_per_batch'] / pixels * 1e6:.2f} | "
                   f"{r['peak_mib']:.0f} | {r['peak_mib'] * 1024 / pixels:.2f} |")
-    print(f"\nparameters: {r['parameters']:,}" if "r" in locals() else "")
+    if parameters:
+        print(f"\nparameters: {parameters:,}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ Shapes: ``u``, ``delta``, ``z``: (b, d, l); ``A``: (d, n); ``B``, ``C``: (b, n, 
 Backends:
 - ``"cuda"``: mamba_ssm's fused kernel (only when mamba_ssm imports and the tensors are on a CUDA device).
 - ``"torch"``: a chunked two-level scan in pure PyTorch (CPU, or GPU without mamba_ssm). The sequence is cut into
-  ``nc`` chunks of ``T ~ sqrt(l)`` steps; a loop of ``T`` steps scans all chunks at once, a loop of ``nc`` steps
-  carries the state across chunks, and one vectorised correction adds the carried state back. That is ``T + nc``
-  (about ``2 sqrt(l)``) small steps instead of ``l``, with only products of decays (never divisions), so it is as
-  stable in float32 as the sequential loop. Autograd gives the backward.
+  ``nc`` chunks of ``T ~ sqrt(l) / 2`` steps (one chunk when ``l <= 64``); a loop of ``T`` steps scans all chunks at
+  once, a loop of ``nc`` steps carries the state across chunks, and one vectorised correction adds the carried state
+  back. That is ``T + nc`` small steps instead of ``l``, with only products of decays (never divisions), so it is as
+  stable in float32 as the sequential loop. Under ``torch.no_grad`` / ``inference_mode`` the state is updated in
+  place; with autograd the same steps run out of place and autograd gives the backward.
 - ``"ref"``: the plain sequential loop over ``l``, kept as the test oracle.
 - ``"auto"``: ``"cuda"`` where possible, else ``"torch"``; the choice is logged once per device type and can be
   queried with :func:`resolve_backend`.
@@ -112,7 +113,7 @@ def selective_scan(
         return _load_mamba()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "ref":
         return _selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return _selective_scan_blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
+    return _selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size)
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
@@ -165,99 +166,97 @@ def _selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     return (out, h) if return_last_state else out
 
 
-# Elements (l * n * channels) per block of the "torch" backend: small enough that the chunked scan's temporaries
-# stay in the CPU caches (about 4 MiB of float32). Measured with benchmarks/bench_scan.py.
+# Elements (T * n * channels * chunks) per block of the "torch" backend on CPU: small enough that a block's
+# temporaries stay in the CPU caches (about 4 MiB of float32 each). Measured with benchmarks/bench_scan.py.
 BLOCK_ELEMENTS = 1 << 20
 
 
-def _selective_scan_blocked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                            return_last_state=False, chunk_size=None, block_elements=BLOCK_ELEMENTS):
-    """Run :func:`_selective_scan_chunked` over blocks of (batch item, channel groups) and join the results."""
-    b, d, l = u.shape
-    g = B.shape[1] if B.dim() == 4 else 1
-    n = A.shape[1]
-    dg = d // g
-    per = max(1, block_elements // max(1, l * n * dg))  # groups per block
-    if u.device.type != "cpu" or (b == 1 and per >= g):
-        return _selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                                       chunk_size)
-    grouped = B.dim() == 4
-    outs, states = [], []
-    for bi in range(b):
-        row_out, row_state = [], []
-        for g0 in range(0, g, per):
-            g1 = min(g, g0 + per)
-            ch = slice(g0 * dg, g1 * dg)
-            gs = slice(g0, g1) if grouped else slice(None)
-            res = _selective_scan_chunked(
-                u[bi:bi + 1, ch], delta[bi:bi + 1, ch], A[ch], B[bi:bi + 1, gs], C[bi:bi + 1, gs],
-                None if D is None else D[ch], None if z is None else z[bi:bi + 1, ch],
-                None if delta_bias is None else delta_bias[ch], delta_softplus, True, chunk_size,
-            )
-            row_out.append(res[0])
-            row_state.append(res[1])
-        outs.append(torch.cat(row_out, dim=1))
-        states.append(torch.cat(row_state, dim=1))
-    out = torch.cat(outs, dim=0)
-    return (out, torch.cat(states, dim=0)) if return_last_state else out
-
-
 def _default_chunk(l: int) -> int:
-    """Steps per chunk: short chunks keep the per-step slabs small; see benchmarks/bench_scan.py."""
-    return max(1, min(l, int(math.ceil(math.sqrt(l) / 2))))
+    """Steps per chunk: ``sqrt(l) / 2`` balances the in-chunk loop against the chunk-carry loop; short sequences
+    (``l <= 64``) are one chunk, which skips the carry entirely. See benchmarks/bench_scan.py."""
+    if l <= 64:
+        return l
+    return max(1, int(math.ceil(math.sqrt(l) / 2)))
 
 
 def _selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                            return_last_state=False, chunk_size=None):
-    """Two-level chunked scan: ``T + nc`` vectorised steps instead of ``l``."""
+                            return_last_state=False, chunk_size=None, block_elements=BLOCK_ELEMENTS):
+    """Two-level chunked scan: ``T + nc`` vectorised steps instead of ``l``.
+
+    Every (batch item, channel group) pair is an independent scan, so they are flattened into ``G = b * g`` rows and,
+    on CPU, processed in blocks of rows that fit the caches. Without autograd two block-sized buffers are reused for
+    every block and the state is updated in place (one fused ``addcmul_`` per step, no per-step temporaries); with
+    autograd the same steps run out of place.
+    """
     dtype_in = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     b, d, l = u.shape
     g, n = B.shape[1], A.shape[1]
-    dg = d // g
-    T = chunk_size or _default_chunk(l)
+    dg, G = d // g, b * g
+    T = max(1, min(l, chunk_size or _default_chunk(l)))
     nc = -(-l // T)
     pad = nc * T - l
+    du = delta * u
+    if pad:  # delta 0 -> decay 1, input 0: padded steps keep the state
+        delta, du, B, C = (F.pad(t, (0, pad)) for t in (delta, du, B, C))
 
-    # time-major layout (T, b, g, dg, nc, n) so that each loop step reads one contiguous slab
-    delta_g = delta.view(b, g, dg, l)
-    du = (delta * u).view(b, g, dg, l)
-    if pad:
-        delta_g = F.pad(delta_g, (0, pad))  # delta 0 -> decay 1, input 0: padded steps keep the state
-        du = F.pad(du, (0, pad))
-        B = F.pad(B, (0, pad))
-        C = F.pad(C, (0, pad))
-    delta_t = delta_g.view(b, g, dg, nc, T).permute(4, 0, 1, 2, 3)  # (T, b, g, dg, nc)
-    du_t = du.view(b, g, dg, nc, T).permute(4, 0, 1, 2, 3)
-    B_t = B.view(b, g, n, nc, T).permute(4, 0, 1, 3, 2).unsqueeze(3)  # (T, b, g, 1, nc, n)
-    C_t = C.view(b, g, n, nc, T).permute(4, 0, 1, 3, 2).unsqueeze(3)
-    A_g = A.view(g, dg, 1, n)
+    # time-major contiguous layout: each step of the in-chunk loop reads one contiguous slab
+    delta_t = delta.reshape(G, dg, nc, T).permute(3, 0, 1, 2).contiguous()  # (T, G, dg, nc)
+    du_t = du.reshape(G, dg, nc, T).permute(3, 0, 1, 2).contiguous()
+    B_t = B.reshape(G, n, nc, T).permute(3, 0, 2, 1).contiguous().unsqueeze(2)  # (T, G, 1, nc, n)
+    C_t = C.reshape(G, n, nc, T).permute(3, 0, 2, 1).contiguous().unsqueeze(2)
+    A_G = A.view(1, g, dg, 1, n).expand(b, g, dg, 1, n).reshape(1, G, dg, 1, n)
 
-    dA = torch.exp(delta_t.unsqueeze(-1) * A_g)  # (T, b, g, dg, nc, n)
-    dBu = du_t.unsqueeze(-1) * B_t
-
-    # 1) scan inside every chunk at once, from a zero state, reading out y as we go
-    h = torch.zeros_like(dBu[0])
-    y_local = []
-    for t in range(T):
-        h = dA[t] * h + dBu[t]
-        y_local.append((h * C_t[t]).sum(-1))
-    y = torch.stack(y_local)  # (T, b, g, dg, nc)
-
-    # 2) carry the state across chunks; the decay over a span is exp(A * sum(delta)) (A is constant in time)
-    S = torch.cumsum(delta_t, dim=0)  # (T, b, g, dg, nc)
-    chunk_decay = torch.exp(S[-1].unsqueeze(-1) * A_g)  # (b, g, dg, nc, n)
-    state = torch.zeros_like(h[..., 0, :])  # (b, g, dg, n)
-    carries = []
-    for c in range(nc):
-        carries.append(state)
-        state = chunk_decay[..., c, :] * state + h[..., c, :]
-    carry = torch.stack(carries, dim=-2)  # (b, g, dg, nc, n): the state entering each chunk
-
-    # 3) add what the carried state contributes to every step
-    y = y + (C_t * torch.exp(S.unsqueeze(-1) * A_g) * carry).sum(-1)
-    y = y.permute(1, 2, 3, 4, 0).reshape(b, d, nc * T)[..., :l]
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)))
+    per = G if u.device.type != "cpu" else min(G, max(1, block_elements // max(1, T * n * dg * nc)))
+    buffers = (delta_t.new_empty(T, per, dg, nc, n), delta_t.new_empty(T, per, dg, nc, n)) if inplace else None
+    ys, states = [], []
+    for r0 in range(0, G, per):
+        rows = slice(r0, min(G, r0 + per))
+        y, state = _scan_rows(delta_t[:, rows], du_t[:, rows], B_t[:, rows], C_t[:, rows], A_G[:, rows], buffers)
+        ys.append(y)
+        states.append(state)
+    y = torch.cat(ys, dim=1).permute(1, 2, 3, 0).reshape(b, d, nc * T)[..., :l]
     out = _finish(y, u, D, z, dtype_in)
     if return_last_state:
-        return out, state.reshape(b, d, n)
+        return out, torch.cat(states, dim=0).reshape(b, d, n)
     return out
+
+
+def _scan_rows(delta_t, du_t, B_t, C_t, A_G, buffers=None):
+    """Chunked scan of one block of rows in the time-major layout of :func:`_selective_scan_chunked`.
+
+    ``delta_t``, ``du_t``: (T, R, dg, nc); ``B_t``, ``C_t``: (T, R, 1, nc, n); ``A_G``: (1, R, dg, 1, n). With
+    ``buffers`` (two tensors of at least (T, R, dg, nc, n)) everything runs in place in them (no autograd).
+    Returns y (T, R, dg, nc) and the state after the last step (R, dg, n).
+    """
+    T, R, dg, nc = delta_t.shape
+    if buffers is not None:
+        dA = torch.mul(delta_t.unsqueeze(-1), A_G, out=buffers[0][:, :R]).exp_()  # (T, R, dg, nc, n)
+        H = torch.mul(du_t.unsqueeze(-1), B_t, out=buffers[1][:, :R])  # input of each step; becomes the state
+        for t in range(1, T):  # 1) scan inside every chunk at once, from a zero state
+            H[t].addcmul_(dA[t], H[t - 1])
+    else:
+        dA = torch.exp(delta_t.unsqueeze(-1) * A_G)
+        h = torch.zeros_like(dA[0])  # the zero initial state, kept in the graph: A gets a (zero) gradient even
+        hs = []  # when l == 1, as in the sequential loop (DistributedDataParallel needs every parameter used)
+        for t in range(T):
+            h = torch.addcmul(du_t[t].unsqueeze(-1) * B_t[t], dA[t], h)
+            hs.append(h)
+        H = torch.stack(hs)
+    if nc == 1:
+        state = H[-1, :, :, 0].clone()  # H is overwritten by the read-out below
+    else:
+        # 2) carry the state across chunks; decay from a chunk's start to step t = prod(dA[0..t]) = exp(A S_t)
+        S = torch.cumsum(delta_t, dim=0).unsqueeze(-1)
+        decay = torch.mul(S, A_G, out=dA).exp_() if buffers is not None else torch.exp(S * A_G)
+        state = torch.zeros_like(H[0, :, :, 0])  # (R, dg, n)
+        carries = []
+        for c in range(nc):
+            carries.append(state)
+            state = torch.addcmul(H[-1, :, :, c], decay[-1, :, :, c], state)
+        carry = torch.stack(carries, dim=2)  # (R, dg, nc, n): the state entering each chunk
+        # 3) add what the carried state contributes to every step
+        H = H.addcmul_(decay, carry) if buffers is not None else torch.addcmul(H, decay, carry)
+    y = (H.mul_(C_t) if buffers is not None else H * C_t).sum(-1)  # (T, R, dg, nc)
+    return y, state

@@ -34,12 +34,17 @@ def _rel(a, b):
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 @pytest.mark.parametrize("case", CASES)
-def test_torch_forward_matches_ref(case):
+def test_torch_forward_matches_ref(case, grad):
+    """Both code paths of the torch backend: in-place (no autograd) and out-of-place (inputs require grad)."""
     *shape, softplus = case
     u, delta, A, B, C, D, z, bias = _inputs(*shape)
     ref, ref_state = selective_scan(u, delta, A, B, C, D, z, bias, softplus, return_last_state=True, backend="ref")
-    out, state = selective_scan(u, delta, A, B, C, D, z, bias, softplus, return_last_state=True, backend="torch")
+    with torch.set_grad_enabled(grad):
+        out, state = selective_scan(u.requires_grad_(grad), delta, A, B, C, D, z, bias, softplus,
+                                    return_last_state=True, backend="torch")
+    assert out.requires_grad == grad
     assert out.shape == u.shape and out.dtype == u.dtype
     assert _rel(out, ref) < 1e-4
     assert _rel(state, ref_state) < 1e-4
@@ -48,9 +53,11 @@ def test_torch_forward_matches_ref(case):
 @pytest.mark.parametrize("chunk_size", [1, 5, 64, 1000])
 def test_chunk_size_does_not_change_the_result(chunk_size):
     u, delta, A, B, C, D, z, bias = _inputs(2, 8, 150, 4, 2, True, True, True)
-    ref = selective_scan(u, delta, A, B, C, D, z, bias, True, backend="ref")
-    out = selective_scan(u, delta, A, B, C, D, z, bias, True, backend="torch", chunk_size=chunk_size)
-    assert _rel(out, ref) < 1e-4
+    ref, ref_state = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, backend="ref")
+    with torch.no_grad():
+        out, state = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, backend="torch",
+                                    chunk_size=chunk_size)
+    assert _rel(out, ref) < 1e-4 and _rel(state, ref_state) < 1e-4
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -63,7 +70,7 @@ def test_torch_gradients_match_ref(case):
         out = selective_scan(*leaves[:7], delta_bias=leaves[7], delta_softplus=softplus, backend=backend)
         weight = torch.linspace(-1, 1, out.numel()).view_as(out)
         (out * weight).sum().backward()
-        grads[backend] = [t.grad for t in leaves if t is not None]
+        grads[backend] = [t.grad for t in leaves if t is not None]  # every input gets a gradient (l == 1 too)
     for g_torch, g_ref in zip(grads["torch"], grads["ref"]):
         assert _rel(g_torch, g_ref) < 1e-4
 
@@ -120,11 +127,13 @@ def test_group_mismatch_is_an_error():
 
 
 def test_cache_blocks_do_not_change_the_result():
-    """The CPU backend splits big scans into (batch item, channel group) blocks; the split is invisible."""
-    from fusionmamba_med.ops.scan import _selective_scan_blocked
+    """The CPU backend splits big scans into blocks of (batch item, channel group) rows; the split is invisible."""
+    from fusionmamba_med.ops.scan import _selective_scan_chunked
 
-    u, delta, A, B, C, D, z, bias = _inputs(3, 12, 40, 4, 4, True, True, True)
+    u, delta, A, B, C, D, z, bias = _inputs(3, 12, 140, 4, 4, True, True, True)
     ref, ref_state = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, backend="ref")
-    out, state = _selective_scan_blocked(u, delta, A, B, C, D, z, bias, True, return_last_state=True,
-                                         block_elements=200)
-    assert _rel(out, ref) < 1e-4 and _rel(state, ref_state) < 1e-4
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out, state = _selective_scan_chunked(u.requires_grad_(grad), delta, A, B, C, D, z, bias, True,
+                                                 return_last_state=True, block_elements=200)
+        assert _rel(out, ref) < 1e-4 and _rel(state, ref_state) < 1e-4
