@@ -3,8 +3,8 @@
     python benchmarks/bench_scan.py [--preset tiny] [--size 256] [--batch 1 8] [--repeat 11] [--backward]
 
 Prints a Markdown table: one row per scan call of the network at that slice size (encoder/decoder SS2D and the DFFM
-scans use the same shapes per level), with the best milliseconds per call of each backend over ``--repeat`` interleaved rounds and the speed-up;
-the last line adds the totals of the medians.
+scans use the same shapes per level), with the best milliseconds per call of each backend over ``--repeat``
+interleaved rounds and the speed-up; the last line adds the totals of the medians.
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ def main() -> None:
             cuda = f"{r['cuda'][0] * 1e3:.2f}" if "cuda" in r else "-"
             print(f"| {batch} | {level} | {shape} | {r['torch'][0] * 1e3:.2f} | {r['ref'][0] * 1e3:.2f} | "
                   f"{r['ref'][0] / r['torch'][0]:.1f}x | {cuda} |")
-    print(f"\nall shapes together, best of {args.repeat}: torch {best['torch'] * 1e3:.1f} ms, ref {best['ref'] * 1e3:.1f} ms, "
-          f"speed-up {best['ref'] / best['torch']:.1f}x; medians: torch {median['torch'] * 1e3:.1f} ms, "
-          f"ref {median['ref'] * 1e3:.1f} ms, speed-up {median['ref'] / median['torch']:.1f}x")
+    ms = {k: (best[k] * 1e3, median[k] * 1e3) for k in best}
+    print(f"\nall shapes together, best of {args.repeat}: torch {ms['torch'][0]:.1f} ms, ref {ms['ref'][0]:.1f} ms, "
+          f"speed-up {best['ref'] / best['torch']:.1f}x; medians: torch {ms['torch'][1]:.1f} ms, "
+          f"ref {ms['ref'][1]:.1f} ms, speed-up {median['ref'] / median['torch']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Whole-volume fusion speed and peak memory: the bundles' slice-wise fusion stage on its own.
 
     python benchmarks/bench_volume.py [--shapes 256x256x200 512x512x600] [--slice-batch-sizes 8 32]
-                                      [--device cpu] [--amp] [--scan-backend auto] [--weights bundles/ct_mri/models/model.pt]
+                                      [--device cpu] [--amp] [--scan-backend auto]
+                                      [--weights bundles/ct_mri/models/model.pt]
 
 Runs ``StudyFusionRunner.fuse_volume`` (the code the medical bundles run between normalisation and writing) with the
 bundles' ``SliceInferer`` on a random (2, X, Y, Z) volume, after one warm-up slice batch. Each configuration runs in
 a fresh subprocess so its peak memory is its own: on CUDA ``torch.cuda.max_memory_allocated`` (activations + weights;
 the volume itself stays on the CPU, as in the bundles), on CPU the growth of the peak resident set size once the
-volume was allocated (activations and the fused output). Registration, loading and writing are CPU work: see bench_study.py.
+volume was allocated (activations and the fused output). Registration, loading and writing are CPU work: see
+bench_study.py.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 #
 #   bash benchmarks/run_all.sh [cpu|cuda] [output folder (default benchmarks/results/<device>)] [--no-study]
 #
-# CPU: a profile of one forward by network part, scan (forward, forward+backward), 2D fusion 256/512 x batch 1/8/32, scaling 128-1024, a 256x256x200 volume,
-# and the three medical bundles' sample studies end to end. CUDA adds bf16/fp16 autocast, sizes up to 2048, a
+# CPU: a profile of one forward by network part, scan (forward, forward+backward), 2D fusion 256/512 x batch
+# 1/8/32, scaling 128-1024, a 256x256x200 volume, registration time and accuracy for a 128x128x32 and a 256x256x200
+# MRI, and the three medical bundles' sample studies end to end. CUDA adds bf16/fp16 autocast, sizes up to 2048, a
 # 512x512x600 volume and, when mamba-ssm imports, the same runs with its kernel.
 set -euo pipefail
 device=${1:-cpu}
@@ -21,6 +22,7 @@ if [ "$device" = cpu ]; then
     run $py benchmarks/bench_fusion.py --sizes 256 512 --batches 1 8 32 >"$out/fusion.md"
     run $py benchmarks/bench_fusion.py --sizes 128 256 384 512 768 1024 --batches 1 >"$out/scaling.md"
     run $py benchmarks/bench_volume.py --shapes 256x256x200 --slice-batch-sizes 8 >"$out/volume.md"
+    run $py benchmarks/bench_registration.py --shapes 128x128x32 256x256x200 >"$out/registration.md"
 else
     backends="torch"
     if $py -c "import sys; from fusionmamba_med.ops import mamba_ssm_available as a; sys.exit(not a())"; then

@@ -11,15 +11,16 @@ Modes:
   add up the metric being the only difference), multi-resolution (smoothing sigmas in voxels; the shrunk levels get
   about as many samples as the full one), a centred initial transform (``CenteredTransformInitializer`` GEOMETRY,
   retried with MOMENTS when the first attempt fails), RegularStepGradientDescent with scales from physical shifts.
-  Cost grows with ``sampling_fraction`` x fixed voxels: about 20 s for a 128^3 MRI on two CPU cores at 0.2.
+  The metric uses ``sampling_fraction`` of the fixed voxels at every level, at most ``max_samples`` (200,000 by
+  default), so the cost stops growing with the MRI's size (see benchmarks/bench_registration.py).
 
-The output is the moving image resampled onto the fixed grid, a ``MetaTensor`` (1, X, Y, Z) float32 carrying the
-FIXED affine and meta plus ``meta["moving_source_path"]`` and ``meta["registration"]``: ``{"mode", "final_metric",
+The output is the moving image resampled onto the fixed grid, a ``MetaTensor`` (1, X, Y, Z) float32 carrying the FIXED
+affine and meta plus ``meta["moving_source_path"]`` and ``meta["registration"]``: ``{"mode", "final_metric",
 "iterations", "stop_condition", "transform_type", "transform_parameters", "transform_fixed_parameters",
-"translation_mm", "translation_vector_mm", "rotation_deg", "overlap", "initializer"}``. The transform maps fixed
-physical points (ITK LPS, mm) to moving ones, ``y = A (x - c) + c + t``; ``translation_mm`` is ``|t|`` and
-``rotation_deg`` the angle of the rotation part of ``A``. Voxels of the fixed grid outside the moving field of view get
-``fill_value`` (e.g. -1024 for CT, 0 for PET).
+"translation_mm", "translation_vector_mm", "rotation_deg", "overlap", "initializer", "samples_per_level"}``. The
+transform maps fixed physical points (ITK LPS, mm) to moving ones, ``y = A (x - c) + c + t``; ``translation_mm`` is
+``|t|`` and ``rotation_deg`` the angle of the rotation part of ``A``. Voxels of the fixed grid outside the moving
+field of view get ``fill_value`` (e.g. -1024 for CT, 0 for PET).
 
 Failures raise :class:`~fusionmamba_med.errors.RegistrationError` naming the study and the moving file: the images do
 not overlap physically at the start (different frames of reference / wrong pair), the moving image covers less than
@@ -203,6 +204,8 @@ class RegisterToFixed(Transform):
             (same modality).
         bins: histogram bins of Mattes MI.
         sampling_fraction: fraction of fixed voxels sampled (RANDOM) for the metric.
+        max_samples: at most this many samples per level (``None``: no cap). Keeps a 256 x 256 x 200 MRI about as
+            fast to register as a small one; the default is above what the 128 x 128 x 32 sample studies use.
         seed: seed of the metric sampling; the same seed gives the same result.
         shrink_factors, smoothing_sigmas: the multi-resolution pyramid; sigmas in voxels.
         max_iterations: optimizer iterations per level.
@@ -221,6 +224,7 @@ class RegisterToFixed(Transform):
         metric: str = "mattes",
         bins: int = 32,
         sampling_fraction: float = 0.2,
+        max_samples: int | None = 200_000,
         seed: int = 0,
         shrink_factors: Sequence[int] = (4, 2, 1),
         smoothing_sigmas: Sequence[float] = (2, 1, 0),
@@ -242,12 +246,15 @@ class RegisterToFixed(Transform):
             raise ValueError("shrink_factors and smoothing_sigmas need one entry per level")
         if not 0.0 < sampling_fraction <= 1.0:
             raise ValueError("sampling_fraction must be in (0, 1]")
+        if max_samples is not None and max_samples < 1000:
+            raise ValueError("max_samples must be None or at least 1000")
         self.mode = mode
         self.fill_value = float(fill_value)
         self.interpolation = interpolation
         self.metric = metric
         self.bins = int(bins)
         self.sampling_fraction = float(sampling_fraction)
+        self.max_samples = None if max_samples is None else int(max_samples)
         self.seed = int(seed)
         self.shrink_factors = [int(s) for s in shrink_factors]
         self.smoothing_sigmas = [float(s) for s in smoothing_sigmas]
@@ -271,10 +278,15 @@ class RegisterToFixed(Transform):
         img.CopyInformation(fixed)
         return img, overlap
 
-    def _sampling_per_level(self) -> list[float]:
-        """Sampled fraction per level: ``sampling_fraction`` at full resolution and about the same number of samples
-        on the shrunk levels (capped at all voxels), so the coarse levels are not starved of samples."""
-        return [min(1.0, self.sampling_fraction * float(s) ** 3) for s in self.shrink_factors]
+    def _sampling_per_level(self, fixed: sitk.Image) -> list[float]:
+        """Sampled fraction per level: ``sampling_fraction`` of the full-resolution voxels, at most ``max_samples``,
+        and about the same number of samples on the shrunk levels (at most all their voxels), so that the coarse
+        levels are not starved of samples."""
+        voxels = float(fixed.GetNumberOfPixels())
+        samples = self.sampling_fraction * voxels
+        if self.max_samples is not None:
+            samples = min(samples, float(self.max_samples))
+        return [min(1.0, samples * float(s) ** 3 / voxels) for s in self.shrink_factors]
 
     def _optimise(self, fixed: sitk.Image, moving: sitk.Image, initializer: str) -> tuple[sitk.Transform, dict]:
         """Run the registration of the (intensity-clipped) images from one initial transform."""
@@ -298,7 +310,8 @@ class RegisterToFixed(Transform):
             reg.SetMetricAsMeanSquares()
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         # SimpleITK reads seed 0 as "seed from the wall clock": shift by one so that every seed is reproducible.
-        reg.SetMetricSamplingPercentagePerLevel(self._sampling_per_level(), self.seed + 1)
+        fractions = self._sampling_per_level(fixed)
+        reg.SetMetricSamplingPercentagePerLevel(fractions, self.seed + 1)
         reg.SetInterpolator(sitk.sitkLinear)
         # Steps in units of the largest voxel shift (mm) thanks to the physical-shift scales. A slow step decay
         # (0.8) with a small minimum step keeps the random-sample metric noise from stopping the descent early.
@@ -320,6 +333,8 @@ class RegisterToFixed(Transform):
             "iterations": int(iterations[0]),
             "stop_condition": str(reg.GetOptimizerStopConditionDescription()),
             "initializer": initializer,
+            "samples_per_level": [int(round(f * fixed.GetNumberOfPixels() / float(s) ** 3))
+                                  for f, s in zip(fractions, self.shrink_factors)],
         }
         return transform, info
 
@@ -339,6 +354,7 @@ class RegisterToFixed(Transform):
             "rotation_deg": rotation_angle_deg(matrix),
             "overlap": float(overlap),
             "initializer": extra.get("initializer"),
+            "samples_per_level": extra.get("samples_per_level", []),
         }
 
     def _problem(self, info: dict) -> str | None:
@@ -467,6 +483,7 @@ class RegisterToFixedd(MapTransform):
         metric: str = "mattes",
         bins: int = 32,
         sampling_fraction: float = 0.2,
+        max_samples: int | None = 200_000,
         seed: int = 0,
         shrink_factors: Sequence[int] = (4, 2, 1),
         smoothing_sigmas: Sequence[float] = (2, 1, 0),
@@ -483,9 +500,10 @@ class RegisterToFixedd(MapTransform):
         self.study_key = study_key
         fills = ensure_tuple_rep(fill_value, len(self.keys))
         common = dict(mode=mode, interpolation=interpolation, metric=metric, bins=bins,
-                      sampling_fraction=sampling_fraction, seed=seed, shrink_factors=shrink_factors,
-                      smoothing_sigmas=smoothing_sigmas, max_iterations=max_iterations, min_overlap=min_overlap,
-                      max_final_metric=max_final_metric, max_translation_mm=max_translation_mm, initializer=initializer)
+                      sampling_fraction=sampling_fraction, max_samples=max_samples, seed=seed,
+                      shrink_factors=shrink_factors, smoothing_sigmas=smoothing_sigmas, max_iterations=max_iterations,
+                      min_overlap=min_overlap, max_final_metric=max_final_metric,
+                      max_translation_mm=max_translation_mm, initializer=initializer)
         self.registrators = {k: RegisterToFixed(fill_value=f, **common) for k, f in zip(self.keys, fills)}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

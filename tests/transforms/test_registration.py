@@ -230,3 +230,22 @@ def test_blank_moving_image_is_refused_by_name(tmp_path):
     with pytest.raises(RegistrationError, match="no contrast") as exc:
         RegisterToFixedd("moving", "mri")({"study": "p07", "mri": fixed, "moving": load_volume(blank)})
     assert "p07" in str(exc.value) and "PET.nii.gz" in str(exc.value)
+
+
+def test_metric_samples_are_capped_for_large_mris():
+    """``max_samples`` bounds the metric's samples per level, so a big MRI costs about what a small one does."""
+    big = sitk.Image(256, 256, 200, sitk.sitkFloat32)  # 13.1 M voxels: 20% would be 2.6 M samples per level
+    fractions = RegisterToFixed(mode="rigid")._sampling_per_level(big)  # default cap 200,000
+    samples = [f * big.GetNumberOfPixels() / s**3 for f, s in zip(fractions, (4, 2, 1))]
+    assert samples == pytest.approx([200_000] * 3, rel=1e-6)
+    uncapped = RegisterToFixed(mode="rigid", max_samples=None)._sampling_per_level(big)
+    assert uncapped[-1] == pytest.approx(0.2) and uncapped[0] == 1.0  # coarse level: all its 205k voxels
+    small = sitk.Image(64, 64, 40, sitk.sitkFloat32)  # below the cap: unchanged, 20% at full resolution
+    assert RegisterToFixed(mode="rigid")._sampling_per_level(small)[-1] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="max_samples"):
+        RegisterToFixed(max_samples=10)
+
+
+def test_samples_per_level_are_reported(rigid_output):
+    fixed_voxels = int(np.prod(FIXED_SHAPE))
+    assert rigid_output.meta["registration"]["samples_per_level"][-1] == round(0.2 * fixed_voxels)
