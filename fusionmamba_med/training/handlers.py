@@ -21,7 +21,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from fusionmamba_med.training.checkpoint import export_weights
+from fusionmamba_med.training.checkpoint import checkpoint_iteration, export_weights
 
 __all__ = [
     "ExportWeights",
@@ -76,6 +76,22 @@ class _CSVFile:
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         self.fields = list(self.fields or []) + list(new)
+        self._rewrite(rows)
+
+    def drop_after(self, iteration: int) -> None:
+        """Remove the rows of iterations after ``iteration``: a run resumed from an earlier checkpoint (after a
+        crash, or from an explicit older file) logs those iterations again, so each appears once."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            self.fields = list(reader.fieldnames or [])
+            rows = list(reader)
+        kept = [r for r in rows if not (r.get("iteration") or "").isdigit() or int(r["iteration"]) <= iteration]
+        if len(kept) != len(rows):
+            self._rewrite(kept)
+
+    def _rewrite(self, rows: list[dict]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.partial")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.fields, restval="")
@@ -119,7 +135,8 @@ class LossCSVLogger:
     ``seconds`` is the wall time since the run (or the resumed run) started.
 
     Args:
-        filename: the CSV file (appended to, so a resumed run continues it).
+        filename: the CSV file (appended to, so a resumed run continues it; rows after the iteration the run starts
+            from are dropped, so that no iteration appears twice).
         loss_function: optional loss with a ``components(input, target) -> dict`` method.
         interval: write every N iterations.
     """
@@ -136,6 +153,8 @@ class LossCSVLogger:
 
     def _started(self, engine: Engine) -> None:
         self._start = time.perf_counter()
+        if _rank() == 0:  # after a checkpoint loader restored the iteration (it runs first)
+            self.csv.drop_after(engine.state.iteration)
 
     @staticmethod
     def _output(engine: Engine) -> dict[str, Any]:
@@ -180,7 +199,12 @@ class ValidationCSVLogger:
 
     def attach(self, engine: Engine) -> None:
         self.trainer = engine
+        engine.add_event_handler(Events.STARTED, self._started)
         self.validator.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _started(self, engine: Engine) -> None:
+        if _rank() == 0:  # as LossCSVLogger: rows after the (restored) starting iteration are dropped
+            self.csv.drop_after(engine.state.iteration)
 
     def __call__(self, validator: Engine) -> None:
         if _rank() != 0:
@@ -220,6 +244,9 @@ class TrainingCheckpointSaver(CheckpointSaver):
     file to a temporary name, renamed when complete (MONAI writes in place), so a run killed while saving never
     leaves a truncated checkpoint.
 
+    With iteration-level saving and ``n_saved``, interval checkpoints beyond the ``n_saved`` newest are removed
+    from ``save_dir`` after each save, including those of an earlier run that this one resumed from.
+
     Args:
         engine_key: if given, ``save_dict[engine_key]`` is set to the engine at ``attach``, so the trainer's state
             (iteration, epoch) is saved without the config referring to the trainer from inside its own handlers
@@ -229,6 +256,7 @@ class TrainingCheckpointSaver(CheckpointSaver):
     def __init__(self, save_dir: str, save_dict: dict, engine_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir, dict(save_dict), **kwargs)
         self.engine_key = engine_key
+        self.n_saved = kwargs.get("n_saved")
         for checkpoint in (self._interval_checkpoint, self._final_checkpoint, self._key_metric_checkpoint):
             saver = getattr(checkpoint, "save_handler", None)
             if saver is not None and hasattr(saver, "_atomic"):
@@ -239,6 +267,20 @@ class TrainingCheckpointSaver(CheckpointSaver):
             # the ignite Checkpoint objects hold this same dictionary
             self.save_dict[self.engine_key] = engine
         super().attach(engine)
+        if self.save_interval > 0 and self.n_saved is not None and not self.epoch_level:
+            # after the interval save of the same event (attached above, so it runs first)
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self._prune)
+
+    def _prune(self, engine: Engine) -> None:
+        """Keep the ``n_saved`` newest interval checkpoints on disk, also those a previous (resumed) run wrote,
+        which ignite's own bookkeeping does not know about. Final checkpoints are never removed."""
+        interval = sorted(
+            (it, p) for p in Path(self.save_dir).glob("*.pt")
+            if "final" not in p.name and "key_metric" not in p.name and (it := checkpoint_iteration(p)) is not None
+        )
+        for _, path in interval[: max(0, len(interval) - int(self.n_saved))]:
+            path.unlink(missing_ok=True)
+            logger.info("removed old checkpoint %s", path.name)
 
 
 class TrainingCheckpointLoader(CheckpointLoader):

@@ -110,3 +110,41 @@ def test_checkpoints_resume_the_trainer_and_export_weights(tmp_path):
     resumed.run(DATA, max_epochs=10)
     assert loaded == [True] and seen == [6, 7]
     assert not torch.equal(net2.weight, net.weight)  # it trained on from the restored weights
+
+
+def test_crash_resume_logs_each_iteration_once_and_prunes_old_checkpoints(tmp_path):
+    """A run killed after iteration 5 whose newest checkpoint is iteration 4: the resumed run logs 5 again, so the
+    first run's row 5 is dropped; interval checkpoints of both runs are pruned to the newest ``n_saved``."""
+    ckpt_dir, log = tmp_path / "checkpoints", tmp_path / "train_log.csv"
+
+    def handlers(engine, net, opt, loss_fn, budget, resume_from=None):
+        if resume_from:
+            TrainingCheckpointLoader(resume_from, {"network": net, "optimizer": opt}, engine_key="trainer").attach(
+                engine)
+        IterationBudget(budget).attach(engine)
+        LossCSVLogger(log, loss_function=loss_fn).attach(engine)
+        TrainingCheckpointSaver(str(ckpt_dir), {"network": net, "optimizer": opt}, engine_key="trainer",
+                                save_interval=2, epoch_level=False, n_saved=2, save_final=False).attach(engine)
+
+    engine, net, opt, loss_fn = _trainer()
+    handlers(engine, net, opt, loss_fn, budget=5)
+    engine.run(DATA, max_epochs=10)  # "crashes" after iteration 5: no final checkpoint, newest is iteration 4
+    assert [int(r["iteration"]) for r in _rows(log)] == [1, 2, 3, 4, 5]
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["checkpoint_iteration=2.pt", "checkpoint_iteration=4.pt"]
+
+    resumed, net2, opt2, loss_fn2 = _trainer()
+    handlers(resumed, net2, opt2, loss_fn2, budget=9, resume_from=latest_checkpoint(ckpt_dir))
+    resumed.run(DATA, max_epochs=10)
+    assert [int(r["iteration"]) for r in _rows(log)] == list(range(1, 10))  # 5 once, from the resumed run
+    # the first run's iteration-2 file is gone too (ignite alone only prunes what its own process saved)
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["checkpoint_iteration=6.pt", "checkpoint_iteration=8.pt"]
+
+
+def test_validation_csv_drops_rows_after_the_resumed_iteration(tmp_path):
+    path = tmp_path / "val_log.csv"
+    path.write_text("iteration,val_score\n2,0.4\n4,0.5\n6,0.6\n")
+    trainer, *_ = _trainer()
+    trainer.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "iteration", 4))  # a loader, attached first
+    ValidationCSVLogger(path, Engine(lambda e, b: None)).attach(trainer)
+    trainer.fire_event(Events.STARTED)
+    assert [r["iteration"] for r in _rows(path)] == ["2", "4"]
