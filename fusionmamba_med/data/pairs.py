@@ -29,7 +29,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Resize
 
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.io.images2d import read_image2d
+from fusionmamba_med.io.images2d import SIXTEEN_BIT_RANGES, read_image2d
 from fusionmamba_med.transforms.colour import rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = [
@@ -194,20 +194,26 @@ def split_luma(image: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Te
 # ---------------------------------------------------------------------------------------------------------------------
 class LoadImagePaird(MapTransform):
     """Replace the image paths at ``keys`` by float32 (C, H, W) arrays in [0, 1] (:func:`read_image2d`) and keep
-    each file's info ``{"path", "bit_depth", "mode", "size"}`` at ``f"{key}{meta_suffix}"``.
+    each file's info ``{"path", "bit_depth", "full_scale", "mode", "size"}`` at ``f"{key}{meta_suffix}"``.
 
-    A bad file raises :class:`FusionInputError` naming it and the pair (``data["name"]``).
+    ``sixteen_bit_range``: ``"container"`` (16-bit / 65535) or ``"data"`` (/ the full scale of the bits each image
+    uses: 12-bit microscopy in 16-bit files then fills [0, 1]). A bad file raises :class:`FusionInputError` naming it
+    and the pair (``data["name"]``).
     """
 
-    def __init__(self, keys: KeysCollection = ("a", "b"), meta_suffix: str = "_meta", allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection = ("a", "b"), meta_suffix: str = "_meta",
+                 sixteen_bit_range: str = "container", allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        if sixteen_bit_range not in SIXTEEN_BIT_RANGES:
+            raise ValueError(f"sixteen_bit_range must be one of {SIXTEEN_BIT_RANGES}, not {sixteen_bit_range!r}")
         self.meta_suffix = meta_suffix
+        self.sixteen_bit_range = sixteen_bit_range
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             try:
-                d[key], d[f"{key}{self.meta_suffix}"] = read_image2d(d[key])
+                d[key], d[f"{key}{self.meta_suffix}"] = read_image2d(d[key], self.sixteen_bit_range)
             except FusionInputError as err:
                 raise err.with_study(str(d["name"])) if "name" in d else err
         return d

@@ -47,7 +47,8 @@ class PairFusionRunner:
         batch_size: most pairs of one size fused in one forward pass.
         overwrite: existing output: ``"skip"`` (keep it), ``"overwrite"`` (replace atomically), ``"error"`` (the
             pair fails).
-        output_bit_depth: ``"auto"`` (16 if either input is 16-bit, else 8), 8 or 16.
+        output_bit_depth: ``"auto"`` (16 if either input is 16-bit, else 8), 8 or 16. 16-bit output uses the full
+            scale of the 16-bit inputs (see ``LoadImagePaird(sixteen_bit_range=...)``).
         progress: show a progress bar.
         transform: item -> dict with ``image`` (2, H, W) and the keys ``postprocessing`` needs; default
             ``Compose([LoadImagePaird(), PairToFusionInputd(task=task, resize=resize)])``.
@@ -109,11 +110,18 @@ class PairFusionRunner:
                 return path
         return None
 
-    def _bit_depth(self, data: dict) -> int:
+    def _bit_depth(self, data: dict) -> tuple[int, int | None]:
+        """Output bit depth and full scale: with 16-bit output, the largest full scale of the 16-bit inputs (65535,
+        or e.g. 4095 when 12-bit inputs were read with ``sixteen_bit_range="data"``), so the result keeps their
+        units."""
+        metas = [data[k] for k in ("a_meta", "b_meta") if isinstance(data.get(k), dict)]
+        depth = 16 if any(m.get("bit_depth") == 16 for m in metas) else 8
         if self.output_bit_depth != "auto":
-            return int(self.output_bit_depth)
-        depths = [data.get(k, {}).get("bit_depth", 8) for k in ("a_meta", "b_meta") if isinstance(data.get(k), dict)]
-        return 16 if 16 in depths else 8
+            depth = int(self.output_bit_depth)
+        if depth != 16:
+            return depth, None
+        scales = [int(m["full_scale"]) for m in metas if m.get("bit_depth") == 16 and m.get("full_scale")]
+        return 16, max(scales) if scales else None
 
     @staticmethod
     def _reason(err: BaseException, item: dict) -> str:
@@ -147,7 +155,7 @@ class PairFusionRunner:
         data["pred"] = pred
         data = apply_transform(self.postprocessing, data)
         out = data["pred"]
-        depth = self._bit_depth(data)
+        depth, full_scale = self._bit_depth(data)
         path = self.output_dir / f"{name}{output_extension(int(out.shape[0]), depth)}"
         inputs = {os.path.realpath(str(item[k])) for k in ("a", "b") if item.get(k)}
         if os.path.realpath(path) in inputs:
@@ -155,9 +163,10 @@ class PairFusionRunner:
                                    study=item.get("name"), path=path)
         if self.overwrite == "error" and path.exists():
             raise FusionInputError("output exists (overwrite='error')", study=item.get("name"), path=path)
-        written = write_image2d(path, out, bit_depth=depth)
+        written = write_image2d(path, out, bit_depth=depth, full_scale=full_scale)
         return {"output": str(written), "size": [int(out.shape[1]), int(out.shape[2])],
-                "colour": int(out.shape[0]) == 3, "bit_depth": depth, "write": time.perf_counter() - t0}
+                "colour": int(out.shape[0]) == 3, "bit_depth": depth, "full_scale": full_scale or (2**depth - 1),
+                "write": time.perf_counter() - t0}
 
     # -- one batch of pairs ------------------------------------------------------------------------------------------
     def _process(self, chunk: list[tuple[dict, str]], records: list[dict], bar) -> None:

@@ -2,10 +2,14 @@
 
 Reading (:func:`read_image2d`) returns ``(array, info)``: ``array`` is float32 ``(C, H, W)`` with C = 1 (grey) or
 3 (RGB), rows first as stored in the file (EXIF orientation is *not* applied: fusion pairs are pixel-aligned as
-stored); ``info`` is ``{"path", "bit_depth": 8 | 16, "mode": "L" | "RGB", "size": (H, W)}``.
+stored); ``info`` is ``{"path", "bit_depth": 8 | 16, "full_scale", "mode": "L" | "RGB", "size": (H, W)}``.
 
-- 8-bit data are divided by 255, 16-bit data by 65535 (a 12-bit camera image in a 16-bit container therefore uses
-  only the lower part of [0, 1]). Float TIFFs must already hold values in [0, 1] and are reported as 16-bit.
+- 8-bit data are divided by 255. 16-bit data are divided by 65535 (``sixteen_bit_range="container"``, the
+  default), or by the full scale of the bits the image uses (``"data"``: ``2**k - 1`` for the smallest ``k`` that holds
+  its largest value, e.g. 4095 for a 12-bit camera image in a 16-bit container, which would otherwise use only the
+  lower sixteenth of [0, 1] and fuse dark). ``info["full_scale"]`` is the divisor; writing with
+  ``write_image2d(..., full_scale=info["full_scale"])`` puts a result back in the input's units. Float TIFFs must
+  already hold values in [0, 1] and are reported as 16-bit.
 - Palette, CMYK, RGBA (alpha dropped) and the like become RGB; 1-bit and grey+alpha become grey.
 - TIFF is read with ``tifffile`` (first page; multi-page files log a warning), everything else with Pillow.
 - A missing, unreadable or truncated file raises :class:`~fusionmamba_med.errors.FusionInputError` naming it.
@@ -47,27 +51,29 @@ _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
 # ---------------------------------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------------------------------
-def _scale(arr: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
-    """Integer/float pixel array -> (float32 in [0, 1], bit depth 8 | 16)."""
+SIXTEEN_BIT_RANGES = ("container", "data")
+
+
+def _scale(arr: np.ndarray, path: Path, sixteen_bit_range: str = "container") -> tuple[np.ndarray, int, int]:
+    """Integer/float pixel array -> (float32 in [0, 1], bit depth 8 | 16, full scale it was divided by)."""
     if arr.dtype == np.bool_:
-        return arr.astype(np.float32), 8
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0, 8
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0, 16
-    if np.issubdtype(arr.dtype, np.integer):  # Pillow "I" (int32) for some 16-bit files
+        return arr.astype(np.float32), 8, 1
+    if np.issubdtype(arr.dtype, np.integer):  # uint8, uint16, or Pillow "I" (int32) for some 16-bit files
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        if lo >= 0 and hi <= 65535:
-            depth = 8 if hi <= 255 and arr.dtype.itemsize == 1 else 16
-            return arr.astype(np.float32) / (255.0 if depth == 8 else 65535.0), depth
-        raise FusionInputError(f"pixel values {lo}..{hi} ({arr.dtype}) do not fit 8 or 16 bits", path=path)
+        if lo < 0 or hi > 65535:
+            raise FusionInputError(f"pixel values {lo}..{hi} ({arr.dtype}) do not fit 8 or 16 bits", path=path)
+        depth = 8 if arr.dtype.itemsize == 1 else 16
+        full = 255 if depth == 8 else 65535
+        if depth == 16 and sixteen_bit_range == "data":
+            full = max(2 ** max(hi, 1).bit_length() - 1, 1)
+        return arr.astype(np.float32) / float(full), depth, full
     if np.issubdtype(arr.dtype, np.floating):
         finite = np.isfinite(arr).all()
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size and finite else (0.0, 0.0)
         if not finite or lo < 0.0 or hi > 1.0:
             raise FusionInputError(f"float image with values outside [0, 1] ({lo:g}..{hi:g}) or not finite; "
                                    "save it as 8/16-bit or scale it to [0, 1]", path=path)
-        return arr.astype(np.float32), 16
+        return arr.astype(np.float32), 16, 65535
     raise FusionInputError(f"unsupported pixel type {arr.dtype}", path=path)
 
 
@@ -127,13 +133,16 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     return _channels_first(arr, path)
 
 
-def read_image2d(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+def read_image2d(path: str | os.PathLike, sixteen_bit_range: str = "container") -> tuple[np.ndarray, dict[str, Any]]:
     """Read a 2D image as float32 ``(C, H, W)`` in [0, 1] (C = 1 grey, 3 RGB) and its info
-    ``{"path", "bit_depth": 8 | 16, "mode": "L" | "RGB", "size": (H, W)}``.
+    ``{"path", "bit_depth": 8 | 16, "full_scale", "mode": "L" | "RGB", "size": (H, W)}``.
 
-    Raises :class:`FusionInputError` naming the file when it is missing, not an image, truncated or of an
-    unsupported kind.
+    ``sixteen_bit_range``: ``"container"`` (16-bit data / 65535) or ``"data"`` (/ the full scale of the bits the
+    image uses, see the module docstring). Raises :class:`FusionInputError` naming the file when it is missing, not
+    an image, truncated or of an unsupported kind.
     """
+    if sixteen_bit_range not in SIXTEEN_BIT_RANGES:
+        raise ValueError(f"sixteen_bit_range must be one of {SIXTEEN_BIT_RANGES}, not {sixteen_bit_range!r}")
     path = Path(path)
     if not path.is_file():
         raise FusionInputError("image file not found", path=path)
@@ -145,12 +154,12 @@ def read_image2d(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         raise
     except Exception as err:  # PIL.UnidentifiedImageError, OSError (truncated), tifffile errors, ...
         raise FusionInputError(f"cannot read the image ({type(err).__name__}: {err})", path=path) from err
-    data, depth = _scale(arr, path)
+    data, depth, full_scale = _scale(arr, path, sixteen_bit_range)
     if data.shape[1] < 1 or data.shape[2] < 1:
         raise FusionInputError(f"empty image (shape {data.shape})", path=path)
     data = np.ascontiguousarray(data, dtype=np.float32)
-    info = {"path": str(path), "bit_depth": depth, "mode": "RGB" if data.shape[0] == 3 else "L",
-            "size": (int(data.shape[1]), int(data.shape[2]))}
+    info = {"path": str(path), "bit_depth": depth, "full_scale": full_scale,
+            "mode": "RGB" if data.shape[0] == 3 else "L", "size": (int(data.shape[1]), int(data.shape[2]))}
     return data, info
 
 
@@ -181,7 +190,7 @@ def output_extension(channels: int, bit_depth: int) -> str:
     return ".tif" if (channels == 3 and bit_depth == 16) else ".png"
 
 
-def _to_hwc(array, bit_depth: int) -> np.ndarray:
+def _to_hwc(array, bit_depth: int, full_scale: int | None = None) -> np.ndarray:
     if hasattr(array, "detach"):  # torch tensor
         array = array.detach().cpu().numpy()
     arr = np.asarray(array, dtype=np.float64)
@@ -189,20 +198,23 @@ def _to_hwc(array, bit_depth: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] not in (1, 3):
         raise ValueError(f"expected a (1 | 3, H, W) image, got shape {arr.shape}")
-    top = 255 if bit_depth == 8 else 65535
+    top = full_scale or (255 if bit_depth == 8 else 65535)
     arr = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * top)
     arr = arr.astype(np.uint8 if bit_depth == 8 else np.uint16)
     return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
 
 
-def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8) -> Path:
+def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8, full_scale: int | None = None) -> Path:
     """Write ``array`` ((C, H, W) or (H, W), C = 1 | 3, values in [0, 1], clipped) as an 8- or 16-bit image,
-    atomically. The format follows the extension (.png, .tif/.tiff, .jpg/.jpeg, .bmp; JPEG/BMP 8-bit only).
-    16-bit RGB to a ``.png`` path is written as ``.tif`` instead. Returns the path written."""
+    atomically; 1.0 becomes ``full_scale`` (default 255 or 65535; e.g. 4095 for 12-bit data in a 16-bit file).
+    The format follows the extension (.png, .tif/.tiff, .jpg/.jpeg, .bmp; JPEG/BMP 8-bit only). 16-bit RGB to a
+    ``.png`` path is written as ``.tif`` instead. Returns the path written."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, not {bit_depth!r}")
+    if full_scale is not None and not 1 <= int(full_scale) <= (255 if bit_depth == 8 else 65535):
+        raise ValueError(f"full_scale {full_scale!r} does not fit {bit_depth}-bit pixels")
     path = Path(path)
-    pixels = _to_hwc(array, bit_depth)
+    pixels = _to_hwc(array, bit_depth, None if full_scale is None else int(full_scale))
     ext = path.suffix.lower()
     if ext not in TIFF_EXTENSIONS and ext not in _PIL_FORMATS:
         raise ValueError(f"unsupported output extension {path.suffix!r} ({path})")

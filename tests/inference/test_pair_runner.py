@@ -25,6 +25,7 @@ class MeanFusion(torch.nn.Module):
 
     def forward(self, image):
         self.calls.append(tuple(image.shape))
+        self.last_max = float(image.max())
         assert not torch.is_grad_enabled()
         return image.mean(dim=1, keepdim=True) * self.scale
 
@@ -176,3 +177,29 @@ def test_load_network_says_loudly_when_weights_are_missing(tmp_path, caplog):
     with caplog.at_level("INFO"):
         loaded = load_network(MeanFusion(), tmp_path / "model.pt", load_pretrain=True)
     assert float(loaded.scale.detach()) == 0.25 and "RANDOM" not in caplog.text and not loaded.training
+
+
+def test_12bit_microscopy_pairs_keep_their_range_with_data_scaling(tmp_path):
+    """12-bit GFP / PC images in 16-bit files: with ``sixteen_bit_range="data"`` the network sees [0, 1] images and
+    the fused 16-bit output is in the inputs' 12-bit units; by the container the network sees the pair 16x darker."""
+    from monai.transforms import Compose
+
+    from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd
+
+    gfp, pc = tmp_path / "GFP", tmp_path / "PC"
+    _save(gfp / "cell.png", RNG.integers(1000, 4096, (12, 16), dtype=np.uint16))
+    _save(pc / "cell.png", RNG.integers(500, 3500, (12, 16), dtype=np.uint16))
+    seen = {}
+    for scaling in ("container", "data"):
+        net = MeanFusion()
+        transform = Compose([LoadImagePaird(sixteen_bit_range=scaling), PairToFusionInputd(task="gfp_pc")])
+        pairs, errors = discover_pairs(gfp, pc)
+        summary = PairFusionRunner(pairs, errors, net, tmp_path / scaling, transform=transform, task="gfp_pc",
+                                   progress=False).run()
+        seen[scaling] = net
+        raw = np.asarray(Image.open(tmp_path / scaling / "cell.png"))
+        expected = (np.asarray(Image.open(gfp / "cell.png")).astype(float)
+                    + np.asarray(Image.open(pc / "cell.png"))) / 2
+        assert raw.dtype == np.uint16 and np.abs(raw - expected).max() <= 1  # mean fusion, in the inputs' units
+        assert summary["pairs"][0]["full_scale"] == (4095 if scaling == "data" else 65535)
+    assert seen["data"].last_max > 0.9 and seen["container"].last_max < 0.07  # what the network was given

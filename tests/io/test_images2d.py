@@ -32,7 +32,7 @@ def test_grey_8bit_is_read_exactly(tmp_path, ext):
     image, info = read_image2d(path)
     assert image.shape == (1, 12, 10) and image.dtype == np.float32
     np.testing.assert_allclose(image[0], pixels / 255.0, atol=1e-7)
-    assert info == {"path": str(path), "bit_depth": 8, "mode": "L", "size": (12, 10)}
+    assert info == {"path": str(path), "bit_depth": 8, "full_scale": 255, "mode": "L", "size": (12, 10)}
 
 
 def test_rgb_png_is_channel_first(tmp_path):
@@ -82,7 +82,7 @@ def test_16bit_planar_rgb_tiff(tmp_path):
     planes = RNG.integers(0, 65536, (3, 5, 6), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "rgb.tif", planes, photometric="rgb", planarconfig="separate")
     image, info = read_image2d(tmp_path / "rgb.tif")
-    assert info == {"path": str(tmp_path / "rgb.tif"), "bit_depth": 16, "mode": "RGB", "size": (5, 6)}
+    assert info == {"path": str(tmp_path / "rgb.tif"), "bit_depth": 16, "full_scale": 65535, "mode": "RGB", "size": (5, 6)}
     np.testing.assert_allclose(image, planes / 65535.0, atol=1e-7)
 
 
@@ -161,3 +161,29 @@ def test_write_rejects_bad_requests(tmp_path):
         write_image2d(tmp_path / "a.jpg", np.zeros((1, 2, 2)), bit_depth=16)
     with pytest.raises(ValueError, match="shape"):
         write_image2d(tmp_path / "a.png", np.zeros((2, 2, 2)), bit_depth=8)
+
+
+def test_12bit_data_in_a_16bit_file_can_fill_the_range(tmp_path):
+    """A 12-bit camera image in a 16-bit PNG: by the container it is dark (max 4000 / 65535); by its data it is
+    divided by 4095, and written back with that full scale it keeps its units."""
+    pixels = np.linspace(0, 4000, 12 * 16).reshape(12, 16).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "cam12.png")
+    dark, info = read_image2d(tmp_path / "cam12.png")
+    assert info["full_scale"] == 65535 and dark.max() == pytest.approx(4000 / 65535)
+    full, info = read_image2d(tmp_path / "cam12.png", sixteen_bit_range="data")
+    assert info["bit_depth"] == 16 and info["full_scale"] == 4095
+    assert full.max() == pytest.approx(4000 / 4095)
+    out = write_image2d(tmp_path / "back.png", full, bit_depth=16, full_scale=info["full_scale"])
+    assert np.array_equal(np.asarray(Image.open(out)), pixels)  # the same 12-bit values, exactly
+    assert read_image2d(out, sixteen_bit_range="data")[1]["full_scale"] == 4095
+    with pytest.raises(ValueError, match="full_scale"):
+        write_image2d(tmp_path / "bad.png", full, bit_depth=8, full_scale=4095)
+    with pytest.raises(ValueError, match="sixteen_bit_range"):
+        read_image2d(tmp_path / "cam12.png", sixteen_bit_range="auto")
+
+
+def test_8bit_images_ignore_the_16bit_range(tmp_path):
+    pixels = np.arange(0, 120, dtype=np.uint8).reshape(10, 12)
+    Image.fromarray(pixels).save(tmp_path / "small.png")
+    data, info = read_image2d(tmp_path / "small.png", sixteen_bit_range="data")
+    assert info["full_scale"] == 255 and data.max() == pytest.approx(119 / 255)
