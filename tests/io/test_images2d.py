@@ -82,7 +82,8 @@ def test_16bit_planar_rgb_tiff(tmp_path):
     planes = RNG.integers(0, 65536, (3, 5, 6), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "rgb.tif", planes, photometric="rgb", planarconfig="separate")
     image, info = read_image2d(tmp_path / "rgb.tif")
-    assert info == {"path": str(tmp_path / "rgb.tif"), "bit_depth": 16, "full_scale": 65535, "mode": "RGB", "size": (5, 6)}
+    assert info == {"path": str(tmp_path / "rgb.tif"), "bit_depth": 16, "full_scale": 65535, "mode": "RGB",
+                    "size": (5, 6)}
     np.testing.assert_allclose(image, planes / 65535.0, atol=1e-7)
 
 
