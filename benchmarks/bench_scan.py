@@ -10,15 +10,15 @@ interleaved rounds and the speed-up; the last line adds the totals of the median
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
 from fusionmamba_med.networks import PRESETS
-from fusionmamba_med.networks.blocks import _dt_rank
 from fusionmamba_med.ops import resolve_backend, selective_scan
+
+from _child import machine_line
 
 
 def scan_shapes(preset: str, size: int, batch: int) -> list[tuple[int, int, int, int, int]]:
@@ -78,9 +78,7 @@ def main() -> None:
     p.add_argument("--backward", action="store_true", help="time forward + backward")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}, preset {args.preset}, "
-          f"{'forward+backward' if args.backward else 'forward'}\n")
+    print(machine_line(args.device, preset=args.preset, timed="forward+backward" if args.backward else "forward"))
     print("| batch | level | (b, d, l, n, groups) | torch ms | ref ms | speed-up | cuda ms |")
     print("|---|---|---|---|---|---|---|")
     best = {"torch": 0.0, "ref": 0.0}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _child import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {  # runner timing keys -> column
@@ -43,7 +44,6 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the table (without the run's log) to this file")
     args = p.parse_args()
 
-    import torch
     from monai.bundle import run
 
     with tempfile.TemporaryDirectory() as out:
@@ -59,8 +59,7 @@ def main() -> None:
     cols = ["load", "register", "normalise", "colour", "fuse", "write", "qa"]
     lines: list[str] = []
     print = lines.append  # noqa: A001 - collect the table, print it once at the end
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
-          f"device {args.device}, bundle {args.bundle}, format {args.output_format}\n")
+    print(machine_line(args.device, bundle=args.bundle, format=args.output_format))
     print("| study | shape (MRI grid) | " + " | ".join(cols) + " | total s |")
     print("|---" * (len(cols) + 3) + "|")
     for rec in summary["studies"]:

@@ -110,18 +110,18 @@ class PairFusionRunner:
                 return path
         return None
 
-    def _bit_depth(self, data: dict) -> tuple[int, int | None]:
-        """Output bit depth and full scale: with 16-bit output, the largest full scale of the 16-bit inputs (65535,
-        or e.g. 4095 when 12-bit inputs were read with ``sixteen_bit_range="data"``), so the result keeps their
-        units."""
+    def _output_depth_and_scale(self, data: dict) -> tuple[int, int]:
+        """Output bit depth and full scale (the pixel value of 1.0): 255 for 8-bit output; for 16-bit output the
+        largest full scale of the 16-bit inputs (65535, or e.g. 4095 when 12-bit inputs were read with
+        ``sixteen_bit_range="data"``), so the result keeps their units."""
         metas = [data[k] for k in ("a_meta", "b_meta") if isinstance(data.get(k), dict)]
         depth = 16 if any(m.get("bit_depth") == 16 for m in metas) else 8
         if self.output_bit_depth != "auto":
             depth = int(self.output_bit_depth)
         if depth != 16:
-            return depth, None
+            return depth, 255
         scales = [int(m["full_scale"]) for m in metas if m.get("bit_depth") == 16 and m.get("full_scale")]
-        return 16, max(scales) if scales else None
+        return 16, max(scales, default=65535)
 
     @staticmethod
     def _reason(err: BaseException, item: dict) -> str:
@@ -155,7 +155,7 @@ class PairFusionRunner:
         data["pred"] = pred
         data = apply_transform(self.postprocessing, data)
         out = data["pred"]
-        depth, full_scale = self._bit_depth(data)
+        depth, full_scale = self._output_depth_and_scale(data)
         path = self.output_dir / f"{name}{output_extension(int(out.shape[0]), depth)}"
         inputs = {os.path.realpath(str(item[k])) for k in ("a", "b") if item.get(k)}
         if os.path.realpath(path) in inputs:
@@ -165,7 +165,7 @@ class PairFusionRunner:
             raise FusionInputError("output exists (overwrite='error')", study=item.get("name"), path=path)
         written = write_image2d(path, out, bit_depth=depth, full_scale=full_scale)
         return {"output": str(written), "size": [int(out.shape[1]), int(out.shape[2])],
-                "colour": int(out.shape[0]) == 3, "bit_depth": depth, "full_scale": full_scale or (2**depth - 1),
+                "colour": int(out.shape[0]) == 3, "bit_depth": depth, "full_scale": full_scale,
                 "write": time.perf_counter() - t0}
 
     # -- one batch of pairs ------------------------------------------------------------------------------------------
