@@ -14,6 +14,7 @@ _EXPORTS = {
     "latest_checkpoint": "checkpoint",
     "resolve_resume": "checkpoint",
     "export_weights": "checkpoint",
+    "initial_weights": "checkpoint",
     "unwrap_network": "checkpoint",
     "TrainingCheckpointLoader": "handlers",
     "TrainingCheckpointSaver": "handlers",

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["checkpoint_iteration", "export_weights", "latest_checkpoint", "resolve_resume", "unwrap_network"]
+__all__ = [
+    "checkpoint_iteration", "export_weights", "initial_weights", "latest_checkpoint", "resolve_resume", "unwrap_network"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,19 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
         return None
     # at equal iterations prefer the interval file over the final one: same content, either is fine
     return str(max(found, key=lambda x: (x[0], "final" not in x[1].name))[1])
+
+
+def initial_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
+    """Start training from trained weights: load the state dict at ``path`` into ``network`` (strictly, with
+    ``torch.load(weights_only=True)``; float16 shipped weights become the network's float32) or, for ``None``,
+    keep its random initial weights. A resumed run then overwrites them from its checkpoint, so budget accumulates."""
+    if path is None or path == "":
+        return network
+    from fusionmamba_med.networks import load_weights
+
+    load_weights(network, path)
+    logger.info("training starts from the weights in %s", os.path.abspath(path))
+    return network
 
 
 def resolve_resume(resume: bool | str | os.PathLike | None, checkpoint_dir: str | os.PathLike) -> str | None:
