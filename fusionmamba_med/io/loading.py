@@ -27,7 +27,9 @@ Policies (see also the module docs of the project):
 from __future__ import annotations
 
 import logging
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.geometry import is_orthogonal, lps_to_ras
 from fusionmamba_med.io.studies import image_kind
 
 __all__ = [
@@ -194,14 +197,90 @@ def _floats(value, n: int) -> np.ndarray | None:
     return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
 
 
+@dataclass
+class DicomStack:
+    """A validated classic DICOM series: ``files`` sorted along the slice normal (index k = slice k), each slice's
+    modality rescale ``(slope, intercept)``, whether it is one Siemens mosaic file, and the slice spacing that a
+    one-slice series takes from its header (``None`` otherwise)."""
+
+    files: list[str]
+    rescale: list[tuple[float, float]]
+    mosaic: bool = False
+    single_slice_spacing: float | None = None
+
+    @property
+    def uniform_rescale(self) -> bool:
+        """True when every slice has the same slope and intercept (then ITK's series reader applies them exactly)."""
+        return len(set(self.rescale)) <= 1
+
+
+def _rescale_of(ds) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0)."""
+    slope = ds.get("RescaleSlope", None)
+    intercept = ds.get("RescaleIntercept", None)
+    slope = 1.0 if slope in (None, "") else float(slope)
+    intercept = 0.0 if intercept in (None, "") else float(intercept)
+    return (1.0 if slope == 0.0 else slope), intercept
+
+
+def _is_mosaic(ds) -> bool:
+    return any(str(v).strip().upper() == "MOSAIC" for v in (ds.get("ImageType", None) or []))
+
+
+def _one_slice_spacing(ds) -> float | None:
+    """Slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness (as dcm2niix)."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(keyword, None)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+#: SOP classes / modalities that hold no image of the patient that fusion could use, with what they are.
+_NON_IMAGE_MODALITIES = {
+    "RTDOSE": "an RT Dose object (a radiotherapy dose grid computed by a planning system)",
+    "RTSTRUCT": "an RT Structure Set (contours, no image)",
+    "RTPLAN": "an RT Plan (treatment parameters, no image)",
+    "RTRECORD": "an RT treatment record (no image)",
+    "SEG": "a segmentation object (labels, not an acquired image)",
+    "SR": "a structured report (no image)",
+    "PR": "a presentation state (display settings, no image)",
+    "REG": "a spatial registration object (no image)",
+    "KO": "a key object selection (no image)",
+}
+
+
+def _refuse_non_image(ds, path: str | Path, study: str | None) -> None:
+    """Refuse DICOM objects that are not acquired images of the patient (RT Dose, SEG, SR ...), saying what they are."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in _NON_IMAGE_MODALITIES:
+        raise FusionInputError(
+            f"the DICOM file is {_NON_IMAGE_MODALITIES[modality]} (Modality {modality}), not an MRI, CT, PET or SPECT "
+            "image series, so it cannot serve as a fusion input; point the study to the image series instead",
+            study=study, path=path)
+
+
 def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
-                        max_voxels: int) -> list[str]:
-    """Validate the headers of a series and return its files sorted along the slice normal."""
+                        max_voxels: int) -> DicomStack:
+    """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
     label = f"series {series['uid']} ('{series['description']}')"
     if not files:
         raise FusionInputError(f"{label} has no files", study=study, path=folder)
     # Size check from the first header only, before anything else is read.
     first = _header_only(files[0], study)
+    if _is_mosaic(first):
+        if len(files) > 1:
+            raise FusionInputError(
+                f"{label} is a Siemens mosaic series of {len(files)} files: each mosaic file holds one whole 3D "
+                "volume, so the series is 4D (a time series or repeated acquisition); load one mosaic file by "
+                "giving its path in its own folder, or convert the series (e.g. dcm2niix) and pick one volume",
+                study=study, path=folder)
+        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
+    _refuse_non_image(first, files[0], study)
     rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
     frames = int(first.get("NumberOfFrames", 1) or 1)
     nvox = len(files) * rows * cols * max(frames, 1)
@@ -210,9 +289,10 @@ def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: 
             f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
             study=study, path=folder,
         )
-    positions, iops = [], []
+    positions, iops, rescale = [], [], []
     for f in files:
         ds = _read_header(f, study)
+        rescale.append(_rescale_of(ds))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise FusionInputError(
@@ -257,6 +337,7 @@ def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: 
     proj = pos @ normal
     order = np.argsort(proj, kind="stable")
     files = [files[i] for i in order]
+    rescale = [rescale[i] for i in order]
     pos, proj = pos[order], proj[order]
     if len(files) > 1:
         gaps = np.diff(proj)
@@ -280,7 +361,100 @@ def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: 
             raise FusionInputError(
                 f"{label}: slices are not stacked along the slice normal (gantry tilt or sheared stack, up to "
                 f"{inplane.max():.3g} mm off); resample it to an orthogonal grid first", study=study, path=folder)
-    return [os.path.abspath(f) for f in files]
+    spacing = _one_slice_spacing(first) if len(files) == 1 else None
+    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing)
+
+
+def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
+    """Replace the voxels of ``img`` (1, X, Y, Z), read by ITK as one series, by each slice's own
+    ``stored * slope + intercept`` (float64 arithmetic, stored as float32).
+
+    ITK's series reader takes the pixel type and the rescale of the first file for the whole series, which casts
+    or wraps the values of slices with another slope (PET stores a different float slope on every slice).
+    Each file is decoded by GDCM on its own (every transfer syntax ITK reads), as pydicom and dcm2niix do.
+    """
+    import SimpleITK as sitk
+
+    data = np.empty(tuple(img.shape), dtype=np.float32)
+    for k, (name, (slope, intercept)) in enumerate(zip(stack.files, stack.rescale)):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetOutputPixelType(sitk.sitkFloat64)
+        try:
+            one = reader.Execute()
+        except Exception as err:
+            raise FusionInputError(f"cannot decode the slice ({str(err).strip().splitlines()[-1][:300]})",
+                                   study=study, path=name) from err
+        plane = sitk.GetArrayFromImage(one).reshape(-1, one.GetWidth())  # (rows=y, cols=x), rescale applied by GDCM
+        if plane.shape != tuple(img.shape[2:0:-1]):
+            raise FusionInputError(f"slice of {plane.shape[1]}x{plane.shape[0]} pixels in a series of "
+                                   f"{img.shape[1]}x{img.shape[2]}", study=study, path=name)
+        data[0, :, :, k] = plane.T
+    out = img.clone()
+    out.data = torch.from_numpy(data) if not isinstance(out.data, torch.Tensor) else torch.from_numpy(data)
+    return out
+
+
+def _mosaic_volume(path: str, study: str | None):
+    """Unpack one Siemens mosaic file (ImageType MOSAIC: one DICOM image tiling a whole 3D volume) into a
+    ``MetaTensor`` (1, X, Y, Z) float32 with its RAS affine.
+
+    NumberOfImagesInMosaic and the slice normal come from the Siemens CSA header through nibabel's DICOM wrapper
+    (as dcm2niix reads them); the tiled image is decoded by GDCM, so every transfer syntax ITK reads works.
+    """
+    import SimpleITK as sitk
+    from monai.data import MetaTensor
+    from nibabel.nicom import dicomwrappers
+
+    ds = _header_only(path, study)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+            wrapper = dicomwrappers.wrapper_from_data(ds)
+            if not isinstance(wrapper, dicomwrappers.MosaicWrapper):
+                raise ValueError("no NumberOfImagesInMosaic in its Siemens CSA header")
+            n = int(wrapper.n_mosaic)
+            lps = np.asarray(wrapper.affine, dtype=np.float64)  # (row, column, slice) indices -> LPS
+            lps = lps[:, [1, 0, 2, 3]]  # our voxel axes: (column x, row y, slice), as ITK reads other series
+    except Exception as err:
+        raise FusionInputError(f"Siemens mosaic (ImageType MOSAIC) whose layout cannot be read ({err}); convert it "
+                               "with dcm2niix first", study=study, path=path) from err
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetOutputPixelType(sitk.sitkFloat64)
+    try:
+        tiled = sitk.GetArrayFromImage(reader.Execute())
+    except Exception as err:
+        raise FusionInputError(f"cannot decode the mosaic ({str(err).strip().splitlines()[-1][:300]})",
+                               study=study, path=path) from err
+    tiled = tiled.reshape(-1, tiled.shape[-1])  # (rows, cols)
+    per_side = int(math.ceil(math.sqrt(n)))
+    if tiled.shape[0] % per_side or tiled.shape[1] % per_side:
+        raise FusionInputError(f"mosaic of {tiled.shape[1]}x{tiled.shape[0]} pixels cannot hold {per_side}x{per_side} "
+                               f"tiles of {n} images", study=study, path=path)
+    ny, nx = tiled.shape[0] // per_side, tiled.shape[1] // per_side
+    vol = np.empty((1, nx, ny, n), dtype=np.float32)
+    for k in range(n):
+        r, c = divmod(k, per_side)
+        vol[0, :, :, k] = tiled[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx].T
+    ras = lps_to_ras(lps)
+    img = MetaTensor(torch.from_numpy(vol), affine=torch.as_tensor(ras, dtype=torch.float64))
+    img.meta.update({"spatial_shape": np.asarray(vol.shape[1:]), "original_affine": ras.copy(), "space": "RAS",
+                     "filename_or_obj": str(path), "mosaic_images": n})
+    return img
+
+
+def _set_slice_spacing(img, spacing: float):
+    """Give a one-slice volume the slice spacing of its header (ITK reads 1 mm) along its slice normal."""
+    aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    col = aff[:3, 2]
+    aff[:3, 2] = col / torch.linalg.norm(col) * spacing
+    img.affine = aff
+    return img
 
 
 def _make_series_reader(file_names: list[str]):
@@ -445,10 +619,15 @@ def load_volume(
     if kind == "dicom":
         series = list_dicom_series(p, study)
         chosen = _choose_series(series, series_uid, p, study)
-        files = _check_dicom_series(list(chosen["files"]), chosen, p, study, max_voxels)
+        stack = _check_dicom_series(list(chosen["files"]), chosen, p, study, max_voxels)
+        files = stack.files
         reader = _make_series_reader(files)
         extra_meta.update(source_path=os.path.abspath(p), dicom_files=files, series_uid=chosen["uid"],
                           series_description=chosen["description"])
+        if stack.mosaic:
+            img = _fix_non_finite(_mosaic_volume(files[0], study), study, Path(files[0]))
+            img.meta.update(extra_meta)
+            return img
     elif kind == "nifti":
         _check_nifti_header(p, study, max_voxels)
         reader = NibabelReader()
@@ -474,9 +653,14 @@ def load_volume(
         raise FusionInputError(f"cannot read the image ({type(err).__name__}: {short[:300]})",
                                study=study, path=culprit) from err
     img = _as_3d(img, study, err_path)
-    if kind == "dicom" and img.shape[-1] != len(extra_meta["dicom_files"]):
-        raise FusionInputError(f"read {img.shape[-1]} slices from a series of {len(extra_meta['dicom_files'])} "
-                               "files", study=study, path=p)
+    if kind == "dicom":
+        if img.shape[-1] != len(stack.files):
+            raise FusionInputError(f"read {img.shape[-1]} slices from a series of {len(stack.files)} files",
+                                   study=study, path=p)
+        if not stack.uniform_rescale:
+            img = _read_slices_rescaled(stack, img, study)
+        if stack.single_slice_spacing is not None:
+            img = _set_slice_spacing(img, stack.single_slice_spacing)
     img = _fix_non_finite(img, study, err_path)
     if img.dtype != torch.float32:
         img = img.float()

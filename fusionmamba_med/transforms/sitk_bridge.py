@@ -16,21 +16,9 @@ import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
-from fusionmamba_med.io.writers import ras_affine_to_lps_geometry
+from fusionmamba_med.io.geometry import lps_geometry_to_ras_affine, ras_affine_to_lps_geometry
 
 __all__ = ["metatensor_to_sitk", "sitk_to_metatensor", "lps_geometry_to_ras_affine"]
-
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def lps_geometry_to_ras_affine(spacing, direction, origin) -> np.ndarray:
-    """ITK geometry (spacing (3,), direction (9,) row-major or (3, 3), origin (3,)) -> RAS 4x4 affine (float64)."""
-    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = d * np.asarray(spacing, dtype=np.float64)[None, :]
-    lps[:3, 3] = np.asarray(origin, dtype=np.float64)
-    return _LPS @ lps
-
 
 def _affine_np(aff: Any) -> np.ndarray:
     """A 4x4 float64 numpy affine from a tensor/array (the first of a batch); identity for ``None``."""

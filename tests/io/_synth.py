@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,15 @@ def write_dicom_series(
     series_number: int = 3,
     z_positions=None,
     patient_id: str = "PAT001",
-    slope: float = 1.0,
-    intercept: float = 0.0,
+    slope: float | Sequence[float] = 1.0,
+    intercept: float | Sequence[float] = 0.0,
     name_prefix: str = "IM",
     shuffle: bool = True,
     modality: str = "MR",
     shift_per_slice=(0.0, 0.0, 0.0),
 ) -> dict:
     """Write vol (x, y, z) as a classic single-frame series. ``spacing`` = (col spacing x, row spacing y, slice).
+    ``slope`` and ``intercept`` are one value or one per slice (z order).
 
     Returns a dict with the uids, the file list (in z order) and the LPS geometry.
     """
@@ -104,7 +106,8 @@ def write_dicom_series(
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.RescaleSlope = slope[k] if np.ndim(slope) else slope  # per-slice rescale, as PET scanners write it
+        ds.RescaleIntercept = intercept[k] if np.ndim(intercept) else intercept
         ds.SmallestImagePixelValue = int(vol[:, :, k].min())
         ds.LargestImagePixelValue = int(vol[:, :, k].max())
         ds.PixelData = np.ascontiguousarray(vol[:, :, k].T).astype("<i2").tobytes()  # (rows=y, cols=x)
