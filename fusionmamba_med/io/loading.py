@@ -104,7 +104,27 @@ def _gdcm_series_ids(folder: Path, study: str | None) -> list[str]:
     try:
         return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except Exception as err:
-        raise FusionInputError(f"cannot scan the DICOM folder ({err})", study=study, path=folder) from err
+        # GDCM gives up on some non-image objects (e.g. a one-frame RT Dose) with an internal error text: say what
+        # the file is instead, or at least which file made the scan fail.
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and not entry.name.startswith(".") and _looks_like_dicom(entry):
+                _refuse_non_image(_header_only(entry, study), entry, study)
+        cause = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise FusionInputError(f"GDCM cannot scan the DICOM folder for image series ({cause})",
+                               study=study, path=folder) from err
+
+
+def _pixel_data_problem(ds, path: str | Path) -> str | None:
+    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None."""
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    if raw is None:
+        return "the file has no pixel data"
+    length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
+    if length is not None and tell is not None and length != 0xFFFFFFFF:
+        size = os.path.getsize(path)
+        if tell + length > size:
+            return f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}"
+    return None
 
 
 def _gdcm_series_files(folder: Path, uid: str) -> list[str]:
@@ -143,10 +163,14 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
             continue
         if not _looks_like_dicom(entry):
             continue
-        ds = _header_only(entry, study)  # raises, naming the file, when it does not parse
+        ds = _read_header(entry, study)  # raises, naming the file, when it does not parse
         sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
         if sop_class == _DICOMDIR_UID:
             continue
+        _refuse_non_image(ds, entry, study)
+        problem = _pixel_data_problem(ds, entry)
+        if problem is not None and problem.startswith("truncated"):
+            raise FusionInputError(problem, study=study, path=entry)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if uid and uid not in uids and any(u.startswith(uid) for u in uids):  # the header was cut mid-value
             uid = next(u for u in uids if u.startswith(uid))
@@ -156,6 +180,15 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
                                           else "its header is incomplete (no SeriesInstanceUID)"),
                 study=study, path=entry)
     if not series:
+        dicom_like = [e for e in sorted(folder.iterdir())
+                      if e.is_file() and not e.name.startswith(".") and _looks_like_dicom(e)]
+        for entry in dicom_like:
+            ds = _read_header(entry, study)
+            if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "") == _DICOMDIR_UID:
+                continue
+            problem = _pixel_data_problem(ds, entry) or "GDCM does not read it as an image"
+            raise FusionInputError(f"no DICOM image series found: the DICOM file cannot serve ({problem})",
+                                   study=study, path=entry)
         n = sum(1 for e in folder.iterdir() if e.is_file() and not e.name.startswith("."))
         what = "the folder is empty" if n == 0 else f"none of its {n} files is a DICOM image"
         raise FusionInputError(f"no DICOM series found: {what}", study=study, path=folder)
@@ -312,16 +345,9 @@ def _check_dicom_series(files: list[str], series: Mapping, folder: Path, study: 
         if ipp is None or iop is None:
             raise FusionInputError("the slice has no valid ImagePositionPatient/ImageOrientationPatient, so its "
                                    "position is unknown", study=study, path=f)
-        raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
-        if raw is None:
-            raise FusionInputError("the slice has no pixel data", study=study, path=f)
-        length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
-        if length is not None and tell is not None and length != 0xFFFFFFFF:
-            size = os.path.getsize(f)
-            if tell + length > size:
-                raise FusionInputError(
-                    f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}",
-                    study=study, path=f)
+        problem = _pixel_data_problem(ds, f)
+        if problem is not None:
+            raise FusionInputError(problem.replace("the file has", "the slice has"), study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
     iops_arr = np.asarray(iops)

@@ -126,6 +126,13 @@ def _boxes_overlap(a: sitk.Image, b: sitk.Image) -> bool:
     return bool(np.all(hi > -0.5) and np.all(lo < size - 0.5))
 
 
+def _extent(img: sitk.Image) -> str:
+    """The LPS bounding box of an image grid (outer voxel faces), for messages: 'LPS x -10..90, y ..., z ... mm'."""
+    c = np.asarray(_corners(img))
+    lo, hi = c.min(axis=0), c.max(axis=0)
+    return "LPS " + ", ".join(f"{a} {lo[i]:.0f}..{hi[i]:.0f}" for i, a in enumerate("xyz")) + " mm"
+
+
 def _robust_clip(img: sitk.Image, lower: float = 0.5, upper: float = 99.5) -> sitk.Image:
     """Clamp intensities to the volume's percentiles so that outliers do not squeeze the histogram bins."""
     arr = sitk.GetArrayViewFromImage(img)
@@ -407,8 +414,10 @@ class RegisterToFixed(Transform):
                         "to register (empty or blank series?)", study=study, path=img_path)
         if not _boxes_overlap(fixed_img, moving_img) or not _boxes_overlap(moving_img, fixed_img):
             raise RegistrationError(
-                "the moving and fixed images do not overlap in scanner coordinates (different frames of reference "
-                "or not the same patient?); check the pair, or align them upstream", study=study, path=path)
+                f"the moving image ({path}, {_extent(moving_img)}) and the fixed MRI ({_source_path(fixed)}, "
+                f"{_extent(fixed_img)}) do not overlap in scanner coordinates (a mis-placed MRI or moving image, "
+                "different frames of reference, or not the same patient?); check the pair, or align them upstream",
+                study=study, path=path)
 
         if self.mode == "resample":
             identity = sitk.Transform(3, sitk.sitkIdentity)
@@ -419,11 +428,13 @@ class RegisterToFixed(Transform):
                 raise RegistrationError(f"resampling by scanner coordinates: {problem}", study=study, path=path)
             return RegistrationResult(identity, img, info)
 
-        small = [s for s in (*fixed_img.GetSize(), *moving_img.GetSize()) if s < _MIN_SIZE]
-        if small:
-            raise RegistrationError(
-                f"a volume with {min(small)} voxel(s) along an axis is too thin for 3D {self.mode} registration; use "
-                "registration mode 'resample' or 'none'", study=study, path=path)
+        for name, img, img_path in (("fixed (MRI)", fixed_img, _source_path(fixed)), ("moving", moving_img, path)):
+            size = img.GetSize()
+            if min(size) < _MIN_SIZE:
+                raise RegistrationError(
+                    f"the {name} image, {size[0]} x {size[1]} x {size[2]} voxels, is too thin for 3D {self.mode} "
+                    f"registration ({min(size)} voxel(s) along an axis; at least {_MIN_SIZE} needed); use "
+                    "registration mode 'resample' (same scanner coordinates) or 'none'", study=study, path=img_path)
 
         attempts = [self.initializer] + (["moments"] if self.initializer == "geometry" else [])
         reasons = []

@@ -267,3 +267,45 @@ def test_load_studyd_wraps_other_errors(monkeypatch, tmp_path):
     with pytest.raises(FusionInputError, match="kaput") as exc:
         LoadStudyd(keys=["mri"])({"study": "s7", "mri": str(tmp_path / "x.nii")})
     assert exc.value.study == "s7" and exc.value.path.endswith("x.nii")
+
+
+def test_lone_truncated_dicom_file_is_named_as_truncated(tmp_path):
+    info = write_dicom_series(tmp_path / "one", vol=phantom(nz=1))
+    _truncate(info["files"][0], -300)
+    with pytest.raises(FusionInputError, match="truncated DICOM file: pixel data needs") as exc:
+        load_volume(tmp_path / "one", study="s1")
+    assert Path(exc.value.path).name == Path(info["files"][0]).name and "none of its" not in str(exc.value)
+
+
+def test_rt_dose_is_refused_saying_what_it_is(tmp_path):
+    info = write_dicom_series(tmp_path / "dose", vol=phantom(nz=1))
+    ds = pydicom.dcmread(info["files"][0])
+    ds.Modality, ds.SOPClassUID = "RTDOSE", "1.2.840.10008.5.1.4.1.1.481.2"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.NumberOfFrames, ds.GridFrameOffsetVector, ds.FrameIncrementPointer = 1, [0], 0x3004000C
+    ds.DoseGridScaling, ds.DoseUnits, ds.DoseType, ds.DoseSummationType = 0.001, "GY", "PHYSICAL", "PLAN"
+    ds.save_as(info["files"][0])
+    with pytest.raises(FusionInputError, match="RT Dose object") as exc:
+        load_volume(tmp_path / "dose", study="s1")
+    assert "Exception thrown" not in str(exc.value) and exc.value.path.endswith("IM0000.dcm")
+
+
+def test_mosaic_without_its_layout_is_refused_naming_the_mosaic(tmp_path):
+    info = write_dicom_series(tmp_path / "mosaic", vol=phantom(nz=1))
+    ds = pydicom.dcmread(info["files"][0])
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]  # no Siemens CSA header: the tile count is unknown
+    ds.save_as(info["files"][0])
+    with pytest.raises(FusionInputError, match="Siemens mosaic") as exc:
+        load_volume(tmp_path / "mosaic", study="s1")
+    assert exc.value.path.endswith("IM0000.dcm")
+
+
+def test_two_file_mosaic_is_called_4d_not_same_position(tmp_path):
+    info = write_dicom_series(tmp_path / "mosaic", vol=phantom(nz=2), z_positions=[0.0, 0.0])
+    for f in info["files"]:
+        ds = pydicom.dcmread(f)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+        ds.save_as(f)
+    with pytest.raises(FusionInputError, match="mosaic series of 2 files.*4D") as exc:
+        load_volume(tmp_path / "mosaic")
+    assert "same position" not in str(exc.value)

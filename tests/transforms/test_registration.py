@@ -175,6 +175,7 @@ def test_images_without_physical_overlap_raise_naming_the_file(tmp_path, fixed, 
     with pytest.raises(RegistrationError, match="do not overlap") as err:
         RegisterToFixedd(keys="moving", fixed_key="mri", mode=mode)({"study": "p07", "mri": fixed, "moving": moving})
     assert "p07_ct.nii.gz" in str(err.value) and "study 'p07'" in str(err.value)
+    assert "/data/p01/mri.nii.gz" in str(err.value) and "LPS x" in str(err.value)  # both files and where they are
     assert isinstance(err.value, FusionInputError)
 
 
@@ -189,8 +190,18 @@ def test_implausible_results_raise(fixed, moving):
 
 def test_too_thin_volume_is_refused_for_registration(fixed):
     thin = MetaTensor(fixed[..., 20:22].clone(), meta={"affine": fixed.affine.clone(), "source_path": CT_PATH})
-    with pytest.raises(RegistrationError, match="too thin"):
+    with pytest.raises(RegistrationError, match="moving image, .* too thin") as err:
         RegisterToFixed(mode="rigid")(thin, fixed)
+    assert err.value.path == CT_PATH
+
+
+def test_too_thin_mri_is_named_not_the_other_file(fixed):
+    thin_mri = MetaTensor(fixed[..., 20:22].clone(), meta={"affine": fixed.affine.clone(),
+                                                           "source_path": "/data/p01/mri.nii.gz"})
+    moving = MetaTensor(fixed.clone(), meta={"affine": fixed.affine.clone(), "source_path": CT_PATH})
+    with pytest.raises(RegistrationError, match=r"fixed \(MRI\) image, .* too thin") as err:
+        RegisterToFixed(mode="rigid")(moving, thin_mri, study="p01")
+    assert err.value.path == "/data/p01/mri.nii.gz" and CT_PATH not in str(err.value)
 
 
 def test_dictionary_transform_registers_each_key_onto_the_fixed_key(fixed):
