@@ -532,6 +532,36 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
                                study=study, path=path)
     if nvox == 0:
         raise FusionInputError(f"empty volume {shape}", study=study, path=path)
+    _check_nifti_forms(img.header, study, path)
+
+
+def _check_nifti_forms(header, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose voxel-to-world mapping, as MONAI/nibabel read it, is sheared; log one whose qform and
+    sform disagree (readers differ on such files; the output then keeps both forms, see the writers).
+
+    A sheared sform (uncorrected gantry tilt, as some converters write) cannot be held by ITK's geometry
+    (SimpleITK/3D Slicer refuse or reinterpret it), nor by a NIfTI qform, so no output could overlay it in every
+    reader: such a volume is refused, as sheared DICOM stacks are.
+    """
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
+    if sform_code and sform is not None and not is_orthogonal(sform):
+        m = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
+        angle = float(np.degrees(np.arccos(np.clip(np.max(np.abs(np.triu(m.T @ m, 1))), 0, 1))))
+        raise FusionInputError(
+            f"the NIfTI sform is sheared (voxel axes {angle:.2f} deg from perpendicular, e.g. an uncorrected gantry "
+            f"tilt; sform_code {int(sform_code)}, qform_code {int(qform_code)}): ITK and 3D Slicer cannot place such a "
+            "volume as nibabel does, so no output could overlay it in every reader; resample it onto an orthogonal "
+            "grid first (e.g. with the tilt correction of dcm2niix)", study=study, path=path)
+    if sform_code and qform_code and qform is not None and sform is not None:
+        corners = np.array([[i, j, k, 1.0] for i in (0, 1) for j in (0, 1) for k in (0, 1)]).T
+        shape = np.asarray(header.get_data_shape()[:3] + (1,) * max(0, 3 - len(header.get_data_shape())))
+        corners[:3] *= (shape[:3, None] - 1)
+        gap = float(np.abs((sform - qform) @ corners)[:3].max())
+        if gap > 0.01:
+            logger.info("'%s': qform (code %d) and sform (code %d) differ by up to %.1f mm; MONAI/nibabel use the "
+                        "sform, ITK and 3D Slicer the qform; the output keeps both, so it overlays this volume in each "
+                        "reader", path, int(qform_code), int(sform_code), gap)
 
 
 def _check_itk_header(path: Path, study: str | None, max_voxels: int) -> None:

@@ -12,8 +12,11 @@ contains) an input file is refused.
 
 Formats:
 
-- **NIfTI** (greyscale) through nibabel (qform = sform, code 1); **NRRD** through SimpleITK (LPS header). Both
-  take the geometry from the reference MRI's RAS affine.
+- **NIfTI** (greyscale) through nibabel. When the MRI itself was a NIfTI file, the output carries its qform, sform,
+  both codes, voxel sizes and units value for value (FSL/SPM write sform_code 2 beside a qform that can be
+  centimetres away; nibabel/MONAI read the sform, ITK and 3D Slicer the qform: each reader then places output and MRI
+  alike). Otherwise qform = sform = the MRI's RAS affine, code 1. **NRRD** through SimpleITK (LPS header), from the
+  MRI's RAS affine as MONAI reads it (for a NIfTI MRI whose qform and sform disagree that is the sform).
 - **Colour** (3-channel) volumes are stored as uint8 RGB that 3D Slicer shows in colour: NRRD with an RGB vector
   pixel (SimpleITK), NIfTI as RGB24 (nibabel), DICOM as an RGB Secondary Capture series (see below). Float colour
   values in [0, 1] are scaled by 255; other values are clipped to [0, 255]. NRRD is the recommended colour format.
@@ -94,6 +97,40 @@ def ras_affine_to_lps_geometry(affine) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if np.any(spacing <= 0):
         raise ValueError(f"degenerate affine {a.tolist()}")
     return spacing, m / spacing, a[:3, 3].copy()
+
+
+#: NIfTI-1 header fields that place the voxels in the world: copied unchanged from the MRI's own header, so that
+#: every reader (nibabel from the sform, ITK and 3D Slicer from the qform when both are set) places the output
+#: exactly where it places the MRI, whatever the two forms and their codes say.
+NIFTI_SPATIAL_FIELDS = ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                        "qoffset_z", "srow_x", "srow_y", "srow_z")
+
+
+def reference_nifti_header(reference, affine: np.ndarray, shape) -> Any | None:
+    """The NIfTI header of the reference MRI when it was loaded from a NIfTI file whose grid is the output's
+    (same voxel shape and, as nibabel reads it, the same affine), else ``None``."""
+    src = _meta_of(reference).get("source_path") if reference is not None else None
+    if not src or not str(src).lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(str(src)):
+        return None
+    import nibabel as nib
+
+    try:
+        ref = nib.load(str(src))
+    except Exception:  # the source changed on disk since loading: fall back to the affine
+        logger.warning("cannot re-read the reference NIfTI header %s; the output gets qform = sform", src)
+        return None
+    if tuple(ref.shape[:3]) != tuple(int(s) for s in shape) or not np.allclose(ref.affine, affine, atol=1e-4):
+        return None
+    return ref.header
+
+
+def copy_spatial_header(source, target) -> None:
+    """Copy the qform, sform, their codes, voxel sizes and qfac (pixdim[0:4]) and the space units of one NIfTI-1
+    header onto another, value for value."""
+    for field in NIFTI_SPATIAL_FIELDS:
+        target[field] = source[field]
+    target["pixdim"][:4] = source["pixdim"][:4]
+    target.set_xyzt_units(*source.get_xyzt_units())
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -348,7 +385,7 @@ class FusedVolumeWriter:
             if self.output_format == "dicom":
                 self._write_dicom_atomic(final, vol, affine, reference, fused, study_id)
             else:
-                self._write_file_atomic(final, vol, affine, study_id)
+                self._write_file_atomic(final, vol, affine, study_id, reference)
         except FusionInputError:
             raise
         except Exception as err:
@@ -415,13 +452,14 @@ class FusedVolumeWriter:
             return np.clip(np.rint(vol3d), info.min, info.max).astype(dt)
         return vol3d.astype(dt, copy=False)
 
-    def _write_file_atomic(self, final: Path, vol: np.ndarray, affine: np.ndarray, study_id: str) -> None:
+    def _write_file_atomic(self, final: Path, vol: np.ndarray, affine: np.ndarray, study_id: str,
+                           reference=None) -> None:
         ext = _EXT[self.output_format]
         stem = final.name[: -len(ext)]
         tmp = final.parent / f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}"
         try:
             if self.output_format == "nifti":
-                self._write_nifti(tmp, vol, affine)
+                self._write_nifti(tmp, vol, affine, reference_nifti_header(reference, affine, vol.shape[1:]))
             else:
                 self._write_nrrd(tmp, vol, affine)
             with open(tmp, "rb+") as f:
@@ -432,7 +470,8 @@ class FusedVolumeWriter:
             if tmp.exists():
                 tmp.unlink()
 
-    def _write_nifti(self, path: Path, vol: np.ndarray, affine: np.ndarray) -> None:
+    def _write_nifti(self, path: Path, vol: np.ndarray, affine: np.ndarray, reference_header=None) -> None:
+        """NIfTI-1 on ``affine``; with the MRI's own NIfTI header, its qform, sform and both codes exactly."""
         import nibabel as nib
 
         if vol.shape[0] == 3:  # RGB24
@@ -440,16 +479,14 @@ class FusedVolumeWriter:
             rgb_dtype = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
             data = np.empty(vol.shape[1:], dtype=rgb_dtype)
             data["R"], data["G"], data["B"] = rgb[0], rgb[1], rgb[2]
-            img = nib.Nifti1Image(data, affine)
-            img.set_sform(affine, code=1)
-            img.set_qform(affine, code=1)
-            img.header.set_xyzt_units("mm")
-            _save_nibabel(img, path)
-            return
-        img = nib.Nifti1Image(self._grey_for_file(vol[0]), affine)
+        else:
+            data = self._grey_for_file(vol[0])
+        img = nib.Nifti1Image(data, affine)
         img.set_sform(affine, code=1)
         img.set_qform(affine, code=1)
         img.header.set_xyzt_units("mm")
+        if reference_header is not None:
+            copy_spatial_header(reference_header, img.header)
         _save_nibabel(img, path)
 
     def _write_nrrd(self, path: Path, vol: np.ndarray, affine: np.ndarray) -> None:
