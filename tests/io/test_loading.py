@@ -161,6 +161,12 @@ def test_single_slice_series_loads(tmp_path):
     img = load_volume(tmp_path / "one")
     assert tuple(img.shape) == (1, 24, 20, 1)
     np.testing.assert_array_equal(img[0].numpy(), info["vol"])
+    # the slice spacing comes from SliceThickness (2.5 mm), as dcm2niix takes it, not ITK's 1 mm default
+    assert float(np.linalg.norm(np.asarray(img.affine)[:3, 2])) == pytest.approx(2.5)
+    ds = pydicom.dcmread(info["files"][0])
+    ds.SpacingBetweenSlices = 3.0  # when present it wins
+    ds.save_as(info["files"][0])
+    assert float(np.linalg.norm(np.asarray(load_volume(tmp_path / "one").affine)[:3, 2])) == pytest.approx(3.0)
     # a 2D NIfTI becomes a one-slice volume
     aff = np.diag([2.0, 3.0, 4.0, 1.0])
     img = load_volume(_save_nifti(tmp_path / "slice.nii", np.ones((5, 6), np.float32), aff))
