@@ -1,4 +1,5 @@
-"""Unsupervised fusion loss: structure (SSIM), intensity (MSE to the brighter source) and gradient (Sobel) terms."""
+"""Unsupervised fusion loss: structure (SSIM or MS-SSIM), intensity (MSE or L1 to a per-pixel target such as the
+brighter source) and gradient (Sobel) terms, each form and weight configurable for ablations."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from torch import nn
 
-__all__ = ["FusionLoss", "sobel_magnitude"]
+__all__ = ["FusionLoss", "sobel_magnitude", "INTENSITY_FORMS", "INTENSITY_TARGETS", "STRUCTURE_FORMS"]
+
+INTENSITY_FORMS = ("mse", "l1")
+INTENSITY_TARGETS = ("max", "mean")
+STRUCTURE_FORMS = ("ssim", "ms_ssim")
+#: the first weights of MS-SSIM's five scales (Wang et al. 2003); ``ms_ssim_scales`` of them are used, renormalised.
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -26,8 +33,11 @@ class FusionLoss(nn.Module):
 
     With F clamped to [0, 1]:
 
-    - ``L_ssim = 0.5 (1 - SSIM(F, A)) + 0.5 (1 - SSIM(F, B))`` (Gaussian window 11, sigma 1.5, data range 1)
-    - ``L_int = MSE(F, max(A, B))``
+    - ``L_ssim = 0.5 (1 - S(F, A)) + 0.5 (1 - S(F, B))``, S = SSIM (``structure="ssim"``, Gaussian window 11,
+      sigma 1.5, data range 1) or MS-SSIM over ``ms_ssim_scales`` scales (``"ms_ssim"``, as the paper's code uses;
+      the crop must exceed ``(win_size - 1) * 2 ** (ms_ssim_scales - 1)`` pixels)
+    - ``L_int = MSE(F, T)`` (``intensity="mse"``) or ``L1(F, T)`` (``"l1"``), with the target T = ``max(A, B)``
+      (``intensity_target="max"``) or ``(A + B) / 2`` (``"mean"``)
     - ``L_grad = L1(|Sobel F|, max(|Sobel A|, |Sobel B|))`` with ``|Sobel| = |Gx| + |Gy|``
 
     Used as MONAI ``loss_function(y_pred, y)`` with the label set to the network input itself:
@@ -42,15 +52,35 @@ class FusionLoss(nn.Module):
         w_grad: float = 1.0,
         win_size: int = 11,
         kernel_sigma: float = 1.5,
+        intensity: str = "mse",
+        intensity_target: str = "max",
+        structure: str = "ssim",
+        ms_ssim_scales: int = 3,
     ) -> None:
         super().__init__()
         self.w_ssim = float(w_ssim)
         self.w_int = float(w_int)
         self.w_grad = float(w_grad)
         self.win_size = int(win_size)
+        self.kernel_sigma = float(kernel_sigma)
+        for name, value, allowed in (("intensity", intensity, INTENSITY_FORMS),
+                                     ("intensity_target", intensity_target, INTENSITY_TARGETS),
+                                     ("structure", structure, STRUCTURE_FORMS)):
+            if value not in allowed:
+                raise ValueError(f"FusionLoss {name} must be one of {allowed}, got {value!r}")
+        if not 1 <= int(ms_ssim_scales) <= len(_MS_SSIM_WEIGHTS):
+            raise ValueError(f"ms_ssim_scales must be 1..{len(_MS_SSIM_WEIGHTS)}, got {ms_ssim_scales}")
+        self.intensity, self.intensity_target, self.structure = intensity, intensity_target, structure
+        weights = torch.tensor(_MS_SSIM_WEIGHTS[: int(ms_ssim_scales)])
+        self.ms_ssim_weights = tuple((weights / weights.sum()).tolist())
         self.ssim_loss = SSIMLoss(
             spatial_dims=2, data_range=1.0, kernel_type="gaussian", win_size=win_size, kernel_sigma=kernel_sigma
         )
+
+    def _min_size(self) -> int:
+        if self.structure == "ms_ssim":
+            return (self.win_size - 1) * 2 ** (len(self.ms_ssim_weights) - 1) + 1
+        return self.win_size
 
     def _check(self, input: torch.Tensor, target: torch.Tensor) -> None:
         if input.dim() != 4 or input.shape[1] != 1:
@@ -61,8 +91,19 @@ class FusionLoss(nn.Module):
             raise ValueError(
                 f"fused {tuple(input.shape)} and sources {tuple(target.shape)} differ in batch size or H, W"
             )
-        if min(input.shape[-2:]) < self.win_size:
-            raise ValueError(f"H and W must be >= the SSIM window {self.win_size}, got {tuple(input.shape[-2:])}")
+        if min(input.shape[-2:]) < self._min_size():
+            raise ValueError(f"H and W must be >= {self._min_size()} for {self.structure} with the SSIM window "
+                             f"{self.win_size}, got {tuple(input.shape[-2:])}")
+
+    def _structure_loss(self, fused: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        if self.structure == "ssim":
+            return self.ssim_loss(fused, source)
+        from monai.metrics.regression import compute_ms_ssim
+
+        ms = compute_ms_ssim(fused, source, spatial_dims=2, data_range=1.0, kernel_type="gaussian",
+                             kernel_size=(self.win_size,) * 2, kernel_sigma=(self.kernel_sigma,) * 2,
+                             k1=0.01, k2=0.03, weights=self.ms_ssim_weights)
+        return 1.0 - ms.mean()
 
     def components(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted terms ``ssim``, ``int``, ``grad`` and the weighted ``total`` (all scalars), for logging."""
@@ -70,8 +111,9 @@ class FusionLoss(nn.Module):
         fused = input.clamp(0.0, 1.0)
         target = target.to(fused.dtype)
         a, b = target[:, 0:1], target[:, 1:2]
-        l_ssim = 0.5 * self.ssim_loss(fused, a) + 0.5 * self.ssim_loss(fused, b)
-        l_int = F.mse_loss(fused, torch.maximum(a, b))
+        l_ssim = 0.5 * self._structure_loss(fused, a) + 0.5 * self._structure_loss(fused, b)
+        goal = torch.maximum(a, b) if self.intensity_target == "max" else 0.5 * (a + b)
+        l_int = F.mse_loss(fused, goal) if self.intensity == "mse" else F.l1_loss(fused, goal)
         grad_src = sobel_magnitude(target)
         l_grad = F.l1_loss(sobel_magnitude(fused), torch.maximum(grad_src[:, 0:1], grad_src[:, 1:2]))
         total = self.w_ssim * l_ssim + self.w_int * l_int + self.w_grad * l_grad

@@ -101,3 +101,35 @@ def test_sobel_magnitude_of_a_ramp():
     assert mag.shape == ramp.shape
     # |Gx| = 1 * (1 + 2 + 1) * 2 = 8, |Gy| = 2 * 8 = 16, summed (not the Euclidean norm)
     assert torch.allclose(mag[..., 1:-1, 1:-1], torch.full((6, 6), 24.0))
+
+
+def test_l1_intensity_and_mean_target():
+    sources = _sources()
+    fused = 0.3 * sources[:, :1] + 0.2
+    l1 = FusionLoss(w_ssim=0, w_int=1, w_grad=0, intensity="l1")(fused, sources)
+    assert torch.allclose(l1, (fused - sources.max(dim=1, keepdim=True).values).abs().mean())
+    mean = FusionLoss(w_ssim=0, w_int=1, w_grad=0, intensity_target="mean")(fused, sources)
+    assert torch.allclose(mean, ((fused - sources.mean(dim=1, keepdim=True)) ** 2).mean())
+    # the mean of the sources is its own optimum under the mean target
+    assert FusionLoss(w_ssim=0, w_grad=0, intensity_target="mean")(sources.mean(1, keepdim=True), sources) < 1e-12
+
+
+def test_ms_ssim_structure_term():
+    torch.manual_seed(2)
+    image = torch.rand(2, 1, 48, 48)
+    same = FusionLoss(structure="ms_ssim", ms_ssim_scales=2).components(image, image.repeat(1, 2, 1, 1))
+    assert same["ssim"].item() == pytest.approx(0.0, abs=1e-5)
+    other = torch.rand(2, 2, 48, 48, requires_grad=False)
+    fused = image.clone().requires_grad_(True)
+    loss = FusionLoss(structure="ms_ssim", ms_ssim_scales=2)(fused, other)
+    loss.backward()
+    assert torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="H and W must be >= 41"):
+        FusionLoss(structure="ms_ssim", ms_ssim_scales=3)(image[..., :32, :32], other[..., :32, :32])  # 3 scales need (11 - 1) * 4 + 1 pixels
+
+
+@pytest.mark.parametrize("kwargs", [{"intensity": "l2"}, {"intensity_target": "a"}, {"structure": "mssim"},
+                                    {"ms_ssim_scales": 6}])
+def test_unknown_forms_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        FusionLoss(**kwargs)
