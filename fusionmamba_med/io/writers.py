@@ -358,7 +358,8 @@ class FusedVolumeWriter:
         output_postfix: appended to the study id in output names.
         series_description: DICOM SeriesDescription of the derived series.
         output_dtype: voxel type for greyscale NIfTI/NRRD (float32 by default; integer types are rounded and
-            clipped). DICOM greyscale is always int16 + rescale, colour always uint8.
+            clipped). DICOM ignores it: a fused greyscale image in [0, 1] is stored 0..4095 (fused = stored /
+            4095), other greyscale values as int16 + rescale, colour as uint8 RGB (see the module docstring).
         series_number: DICOM SeriesNumber; default: the source's SeriesNumber + 1000 (1001 without a source).
     """
 
