@@ -23,14 +23,27 @@ Formats:
 - **DICOM**: a derived series. When the reference MRI was a DICOM series (meta ``"dicom_files"``), each source slice
   is copied and its pixel data replaced (slice found from its ImagePositionPatient through the volume's affine), so
   Patient/Study/FrameOfReference, geometry and acquisition attributes are inherited; private tags are dropped, the
-  SeriesInstanceUID (one per output) and SOPInstanceUIDs are new, ImageType is DERIVED\\SECONDARY. Greyscale data are
-  stored as int16 with one RescaleSlope/RescaleIntercept for the whole series so that the float range is kept (error
-  at most slope/2). Colour data are stored as uint8 RGB with SOP class Secondary Capture (the MR IOD allows only
-  MONOCHROME), keeping the Image Plane attributes. Without DICOM source files a series is built from scratch on the
-  reference grid (patient "ANONYMOUS", Study and FrameOfReference UIDs derived from the reference path, so repeated
-  exports of one study share them). File names are ``0001.dcm``... in slice order, never taken from tags.
-  For a left-handed grid (slice axis opposite to row x column) DICOM readers order the slices along
-  row x column, i.e. they read the same voxels at the same physical positions with the slice axis reversed.
+  SeriesInstanceUID (one per output) and SOPInstanceUIDs are new, ImageType is DERIVED\\SECONDARY\\OTHER. Whatever
+  the source's transfer syntax (explicit or implicit VR, little or big endian, compressed), the output files are
+  uncompressed explicit VR little endian (1.2.840.10008.1.2.1) with a new file meta header.
+  Colour data are stored as uint8 RGB with SOP class Secondary Capture (the MR IOD allows only MONOCHROME),
+  keeping the Image Plane attributes (plus PatientOrientation from the row/column directions). Without DICOM source
+  files a series is built from scratch on the reference grid (patient "ANONYMOUS", Study and FrameOfReference UIDs
+  derived from the reference path, so repeated exports of one study share them). File names are ``0001.dcm``... in
+  slice order, never taken from tags. For a left-handed grid (slice axis opposite to row x column) DICOM readers order
+  the slices along row x column, i.e. they read the same voxels at the same physical positions with the slice axis
+  reversed.
+
+  **Greyscale DICOM values.** A fused image (values in [0, 1], as the network gives them: its output is clamped to
+  [0, 1] in eval mode) is stored as unsigned 12-bit integers, ``stored = round(clip(v, 0, 1) * 4095)`` (BitsAllocated
+  16, BitsStored 12, HighBit 11, PixelRepresentation 0), with WindowCenter 2048 / WindowWidth 4096 (the full range)
+  and no rescale (the MR IOD has no Modality LUT; other source SOP classes get RescaleSlope 1, RescaleIntercept 0).
+  **Mapping back: fused = stored / 4095** (error at most 0.5 / 4095); the series says so in its
+  DerivationDescription and ImageComments ("fused image, stored 0..4095 = 0..1"). Values at most 1e-3 outside
+  [0, 1] (float round-off) are clipped. A greyscale volume with values further outside [0, 1] is not treated as a
+  fused image: it is stored as int16 with one RescaleSlope/RescaleIntercept for the whole series (integer volumes
+  in the int16 range exactly, with slope 1), so that its float range is kept (error at most slope / 2); a warning
+  is logged.
 """
 
 from __future__ import annotations
@@ -68,6 +81,13 @@ _EXT = {"nifti": ".nii.gz", "nrrd": ".nrrd", "dicom": ""}
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# Greyscale fused images in DICOM: unsigned 12-bit, fused value = stored / _FUSED_MAX.
+_FUSED_MAX = 4095
+_FUSED_RANGE_TOL = 1e-3  # values this far outside [0, 1] are float round-off and clipped
+_FUSED_MAPPING_TEXT = "fused image, stored 0..4095 = 0..1 (fused = value / 4095)"
+_IMAGE_TYPE = ["DERIVED", "SECONDARY", "OTHER"]
+# Binary VRs whose bytes follow the byte order (swapped when a big-endian source is rewritten little endian).
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 # Attributes that would be wrong once the pixel data are replaced.
 _DROP_KEYWORDS = (
     "LargestImagePixelValue", "SmallestImagePixelValue", "LargestPixelValueInSeries", "SmallestPixelValueInSeries",
@@ -206,8 +226,63 @@ def _window(vol: np.ndarray, slope: float) -> tuple[str, str]:
     lo, hi = np.percentile(vol, [1.0, 99.0]) if vol.size else (0.0, 1.0)
     if not hi > lo:
         lo, hi = float(vol.min()), float(vol.max())
-    width = max(float(hi - lo), float(slope), 1e-6)
+    width = max(float(hi - lo), float(slope), 1.0)  # DICOM: WindowWidth >= 1 (LINEAR VOI function)
     return _ds_str(0.5 * (lo + hi)), _ds_str(width)
+
+
+def _is_fused_range(vol: np.ndarray) -> bool:
+    """Whether a greyscale volume is a fused image in [0, 1] (up to float round-off)."""
+    return not vol.size or (float(vol.min()) >= -_FUSED_RANGE_TOL and float(vol.max()) <= 1.0 + _FUSED_RANGE_TOL)
+
+
+def _fused_to_uint12(vol: np.ndarray) -> np.ndarray:
+    """Fused values in [0, 1] -> stored 0..4095 (uint16): ``round(clip(v, 0, 1) * 4095)``."""
+    return np.rint(np.clip(vol.astype(np.float64), 0.0, 1.0) * _FUSED_MAX).astype(np.uint16)
+
+
+def _patient_orientation(iop) -> list[str]:
+    """PatientOrientation (row direction, column direction) from ImageOrientationPatient, e.g. ``["L", "P"]``."""
+    letters = (("R", "L"), ("A", "P"), ("F", "H"))  # LPS axes: -/+ x, y, z
+    out = []
+    for vec in (np.asarray(iop[:3], float), np.asarray(iop[3:6], float)):
+        order = np.argsort(-np.abs(vec))
+        text = "".join(letters[i][int(vec[i] > 0)] for i in order if abs(vec[i]) > 1e-3)[:3]
+        out.append(text or "L")
+    return out
+
+
+def _little_endian_copy(ds):
+    """A fresh copy of a (header-only) source dataset, decoded from whatever encoding it was read in.
+
+    Every element is decoded to its value; a big-endian source's multi-byte binary values (OW, OF, OL, OD, OV) are
+    byte-swapped, its UN elements (opaque, unknown byte order) dropped. The copy has no original encoding, so it is
+    written with the file meta's transfer syntax (explicit VR little endian) and never raw-copied.
+    """
+    import copy
+
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    big_endian = ds.original_encoding[1] is False
+
+    def convert(src) -> Dataset:
+        out = Dataset()
+        for elem in src:  # iterating decodes raw elements
+            if elem.VR == "SQ":
+                new = copy.copy(elem)
+                new.value = Sequence([convert(item) for item in elem.value])
+                out.add(new)
+                continue
+            if big_endian and elem.VR == "UN":
+                continue
+            new = copy.deepcopy(elem)
+            width = _SWAP_WIDTH.get(str(elem.VR))
+            if big_endian and width and isinstance(elem.value, (bytes, bytearray)) and len(elem.value) % width == 0:
+                new.value = np.frombuffer(bytes(elem.value), dtype=f">u{width}").astype(f"<u{width}").tobytes()
+            out.add(new)
+        return out
+
+    return convert(ds)
 
 
 def _to_rgb_uint8(vol: np.ndarray) -> np.ndarray:
@@ -320,7 +395,8 @@ class FusedVolumeWriter:
         output_postfix: appended to the study id in output names.
         series_description: DICOM SeriesDescription of the derived series.
         output_dtype: voxel type for greyscale NIfTI/NRRD (float32 by default; integer types are rounded and
-            clipped). DICOM greyscale is always int16 + rescale, colour always uint8.
+            clipped). DICOM ignores it: a fused greyscale image in [0, 1] is stored 0..4095 (fused = stored /
+            4095), other greyscale values as int16 + rescale, colour as uint8 RGB (see the module docstring).
         series_number: DICOM SeriesNumber; default: the source's SeriesNumber + 1000 (1001 without a source).
     """
 
@@ -538,21 +614,27 @@ class FusedVolumeWriter:
         from pydicom.uid import generate_uid
 
         rgb = vol.shape[0] == 3
+        slope_s = intercept_s = window = None
         if rgb:
-            pixels = _to_rgb_uint8(vol)
-            slope_s = intercept_s = None
-            window = None
+            pixels, encoding = _to_rgb_uint8(vol), "rgb"
+        elif _is_fused_range(vol[0]):
+            pixels, encoding = _fused_to_uint12(vol[0])[None], "fused"
+            window = (str((_FUSED_MAX + 1) // 2), str(_FUSED_MAX + 1))  # 2048 / 4096: the whole 0..4095 range
         else:
+            logger.warning(
+                "study '%s': greyscale values [%g, %g] are not a fused image in [0, 1]; DICOM stores them as int16 "
+                "with a rescale slope/intercept, not with the 0..4095 fused mapping", study_id, float(vol.min()),
+                float(vol.max()))
             stored, slope_s, intercept_s = _int16_scaling(vol[0])
-            pixels = stored[None]
+            pixels, encoding = stored[None], "int16"
             window = _window(vol[0], float(slope_s))
         series_uid = generate_uid()
         content_date, content_time = _now()
         nz = vol.shape[3]
         width = max(4, len(str(nz)))
         files = self._dicom_files(reference, fused)
-        common = dict(series_uid=series_uid, date=content_date, time=content_time, rgb=rgb, slope=slope_s,
-                      intercept=intercept_s, window=window)
+        common = dict(series_uid=series_uid, date=content_date, time=content_time, rgb=rgb, encoding=encoding,
+                      slope=slope_s, intercept=intercept_s, window=window)
         if files:
             missing = [f for f in files if not os.path.isfile(f)]
             if missing:
@@ -574,7 +656,7 @@ class FusedVolumeWriter:
         return n if 0 <= n < 2**31 else 1001
 
     def _set_pixels(self, ds, pix2d: np.ndarray, common: Mapping) -> None:
-        """pix2d: (rows, cols) int16 or (rows, cols, 3) uint8."""
+        """pix2d: (rows, cols) uint16 0..4095 (fused), int16 (other greyscale) or (rows, cols, 3) uint8."""
         for kw in _DROP_KEYWORDS:
             if kw in ds:
                 delattr(ds, kw)
@@ -585,6 +667,15 @@ class FusedVolumeWriter:
             ds.PlanarConfiguration = 0
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
             ds.PixelData = np.ascontiguousarray(pix2d, dtype=np.uint8).tobytes()
+        elif common["encoding"] == "fused":
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            if str(ds.SOPClassUID) != _MR_IMAGE_STORAGE:  # e.g. CT: Modality LUT required; identity here
+                ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
+            ds.WindowCenter, ds.WindowWidth = common["window"]
+            ds.WindowCenterWidthExplanation = "FUSED 0..1"
+            ds.PixelData = np.ascontiguousarray(pix2d).astype("<u2").tobytes()
         else:
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
@@ -609,8 +700,17 @@ class FusedVolumeWriter:
         ds.SeriesInstanceUID = common["series_uid"]
         ds.SeriesNumber = self._series_number(source_number)
         ds.SeriesDescription = self.series_description
-        ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.DerivationDescription = f"{self.series_description} (FusionMamba image fusion)"[:1024]
+        ds.ImageType = list(_IMAGE_TYPE)
+        if common["encoding"] == "fused":
+            text = _FUSED_MAPPING_TEXT
+        elif common["encoding"] == "rgb":
+            text = "colour fused image, RGB 0..255"
+        else:
+            text = "greyscale values = stored * RescaleSlope + RescaleIntercept"
+        ds.DerivationDescription = f"{self.series_description} (FusionMamba image fusion); {text}"[:1024]
+        ds.ImageComments = text
+        if common["rgb"] and "ImageOrientationPatient" in ds:  # SC: PatientOrientation is Type 2C
+            ds.PatientOrientation = _patient_orientation([float(v) for v in ds.ImageOrientationPatient])
         ds.InstanceNumber = k + 1
         ds.SeriesDate = ds.ContentDate = common["date"]
         ds.SeriesTime = ds.ContentTime = common["time"]
@@ -657,12 +757,12 @@ class FusedVolumeWriter:
                                    study=study_id)
         for k in range(nz):
             src = slices[k]
-            ds = src  # modified in place: it is our own copy read from disk
+            src.remove_private_tags()
+            # a decoded copy, written as explicit VR little endian whatever the source's transfer syntax
+            ds = _little_endian_copy(src)
             source_number = src.get("SeriesNumber", None)
             src_class, src_uid = str(src.get("SOPClassUID", "")), str(src.get("SOPInstanceUID", ""))
-            ds.remove_private_tags()
-            if not hasattr(ds, "file_meta") or ds.file_meta is None:
-                ds.file_meta = FileMetaDataset()
+            ds.file_meta = FileMetaDataset()  # new header: nothing of the source's (transfer syntax, implementation)
             ds.ImageOrientationPatient = [_ds_str(v) for v in iop_common]  # identical in every file
             self._set_series(ds, common, k, source_number)
             if src_class and src_uid:
@@ -710,9 +810,11 @@ class FusedVolumeWriter:
             ds.Manufacturer = "FusionMamba"
             ds.FrameOfReferenceUID = for_uid
             ds.PositionReferenceIndicator = ""
-            ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "RM", "NONE", "", "3D"
-            ds.EchoTime = ds.RepetitionTime = ds.EchoTrainLength = ""
+            if not common["rgb"]:  # MR Image module (an RGB series is a Secondary Capture)
+                ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "RM", "NONE", "", "3D"
+                ds.EchoTime = ds.RepetitionTime = ds.EchoTrainLength = ""
             ds.PatientPosition = ""
+            ds.Laterality = ""  # Type 2C (paired body part); unknown here
             ipp = lps @ np.array([0.0, 0.0, float(k), 1.0])
             ds.ImagePositionPatient = [_ds_str(v) for v in ipp[:3]]
             ds.ImageOrientationPatient = iop

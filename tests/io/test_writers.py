@@ -115,7 +115,7 @@ def test_dicom_derived_series_attributes(tmp_path):
         assert ds.StudyInstanceUID == info["study_uid"]
         assert ds.FrameOfReferenceUID == info["for_uid"]
         assert ds.PatientID == "../x" and ds.PatientName == src.PatientName
-        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
         assert ds.SeriesDescription == "Fused PET-MR"
         assert int(ds.SeriesNumber) != int(src.SeriesNumber)
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
@@ -195,7 +195,7 @@ def test_rgb_output(tmp_path, reference, fmt):
     if fmt == "dicom":
         ds = pydicom.dcmread(sorted(out.iterdir())[0])
         assert (ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated) == (3, "RGB", 8)
-        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
         assert "RescaleSlope" not in ds
     if fmt == "nifti":
         assert nib.load(str(out)).get_data_dtype().names == ("R", "G", "B")
