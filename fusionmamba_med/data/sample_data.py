@@ -19,16 +19,16 @@ so a rerun gives the same bytes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from fusionmamba_med.data import phantom as ph
+from fusionmamba_med.io.atomic import atomic_path
+from fusionmamba_med.io.geometry import LPS_RAS_FLIP, ras_affine_to_lps_geometry
 
 __all__ = [
     "MOVING_MODALITIES",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 #: LPS <-> RAS flip (its own inverse).
-_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 _UID_NAMESPACE = "fusionmamba-med sample data"
 _DATE, _TIME = "20240102", "093000"
 
@@ -130,10 +129,10 @@ def ground_truth(fixed_to_moving_lps: np.ndarray, rotation_deg, translation_mm, 
     m_inv = np.linalg.inv(m)
     marks = {}
     for name, p_ras in ph.landmarks(phantom).items():
-        f_lps = _apply(_FLIP, p_ras)
+        f_lps = _apply(LPS_RAS_FLIP, p_ras)
         m_lps = _apply(m, f_lps)
         marks[name] = {"fixed_lps": _lst(f_lps), "moving_lps": _lst(m_lps), "fixed_ras": _lst(p_ras),
-                       "moving_ras": _lst(_apply(_FLIP, m_lps))}
+                       "moving_ras": _lst(_apply(LPS_RAS_FLIP, m_lps))}
     return {
         "convention": (
             "ITK/LPS physical space, millimetres. 'fixed' is the MRI (the MR/ DICOM series), 'moving' is "
@@ -149,8 +148,8 @@ def ground_truth(fixed_to_moving_lps: np.ndarray, rotation_deg, translation_mm, 
         "moving": moving_file,
         "fixed_to_moving_lps": _lst(m),
         "moving_to_fixed_lps": _lst(m_inv),
-        "fixed_to_moving_ras": _lst(_FLIP @ m @ _FLIP),
-        "moving_to_fixed_ras": _lst(_FLIP @ m_inv @ _FLIP),
+        "fixed_to_moving_ras": _lst(LPS_RAS_FLIP @ m @ LPS_RAS_FLIP),
+        "moving_to_fixed_ras": _lst(LPS_RAS_FLIP @ m_inv @ LPS_RAS_FLIP),
         "euler3d": {
             "transform": "SimpleITK.Euler3DTransform (ZXY order: p' = Rz @ Rx @ Ry @ (p - center) + center + t)",
             "center_lps": [0.0, 0.0, 0.0],
@@ -169,19 +168,6 @@ def ground_truth(fixed_to_moving_lps: np.ndarray, rotation_deg, translation_mm, 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary name in the same folder (same suffixes) and rename it to ``path`` when done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _uid(*parts) -> str:
     from pydicom.uid import generate_uid
 
@@ -212,7 +198,7 @@ def write_mr_series(folder: str | Path, volume: np.ndarray, affine_ras: np.ndarr
         old.unlink()
     vol = np.asarray(volume, float)
     nx, ny, nz = vol.shape
-    lps = _FLIP @ np.asarray(affine_ras, float)
+    lps = LPS_RAS_FLIP @ np.asarray(affine_ras, float)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     row, col, normal = (lps[:3, i] / spacing[i] for i in range(3))
     if not np.allclose(np.cross(row, col), normal, atol=1e-6):
@@ -276,7 +262,7 @@ def write_mr_series(folder: str | Path, volume: np.ndarray, affine_ras: np.ndarr
         ds.RescaleSlope = _ds(rescale_slope)
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows = j, columns = i
         path = folder / f"{k + 1:04d}.dcm"
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             ds.save_as(tmp, enforce_file_format=True)
         files.append(path)
     return files
@@ -289,7 +275,7 @@ def _write_nifti(path: Path, vol: np.ndarray, affine_ras: np.ndarray, dtype: str
     img.set_qform(affine_ras, code=1)
     img.set_sform(affine_ras, code=1)
     img.header.set_xyzt_units("mm")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         img.to_filename(str(tmp))
 
 
@@ -297,13 +283,12 @@ def _write_itk(path: Path, vol: np.ndarray, affine_ras: np.ndarray, dtype: str) 
     """NRRD/MetaImage through SimpleITK: LPS origin, spacing and direction from ``affine_ras``."""
     import SimpleITK as sitk
 
-    lps = _FLIP @ np.asarray(affine_ras, float)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    spacing, direction, origin = ras_affine_to_lps_geometry(affine_ras)
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(vol).astype(dtype).transpose(2, 1, 0)))
     img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(v) for v in lps[:3, 3]])
-    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
-    with _atomic(path) as tmp:
+    img.SetOrigin([float(v) for v in origin])
+    img.SetDirection([float(v) for v in direction.ravel()])
+    with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
 
@@ -314,7 +299,7 @@ def _write_json(path: Path, data) -> None:
     """Indented JSON with each list of numbers (a vector, a matrix row) on one line."""
     text = json.dumps(data, indent=2)
     text = _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
 
 
@@ -370,7 +355,7 @@ def make_medical_study(
 
     fixed_aff = grid_affine(mri_shape, mri_spacing, mri_centre_ras, mri_tilt_deg)
     m_lps = euler_transform_lps(rotation_deg, translation_mm)
-    m_ras = _FLIP @ m_lps @ _FLIP  # fixed (phantom) RAS -> moving RAS
+    m_ras = LPS_RAS_FLIP @ m_lps @ LPS_RAS_FLIP  # fixed (phantom) RAS -> moving RAS
     moving_centre = _apply(m_ras, mri_centre_ras) + np.asarray(moving_offset_mm, float)
     moving_aff = grid_affine(moving_shape, moving_spacing, moving_centre)
 
@@ -602,7 +587,7 @@ def make_ir_vis_pairs(out_dir: str | Path, sizes: Sequence[tuple[int, int]] = ((
         vis, ir = _street_scene(int(w), int(h), rng)
         for sub, arr in (("vi", vis), ("ir", ir)):
             path = folder / sub / f"{n:02d}.png"
-            with _atomic(path) as tmp:
+            with atomic_path(path) as tmp:
                 Image.fromarray(arr).save(tmp, format="PNG")
             files.append(path)
     return files
@@ -670,15 +655,15 @@ def make_gfp_pc_pairs(out_dir: str | Path, sizes: Sequence[tuple[int, int]] = ((
     for n, (w, h) in enumerate(sizes, start=1):
         rgb, pc = _cells(int(w), int(h), np.random.default_rng([seed, 3, n]))
         gfp_path = folder / "GFP" / f"{n:03d}.png"
-        with _atomic(gfp_path) as tmp:
+        with atomic_path(gfp_path) as tmp:
             Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(tmp, format="PNG")
         if n == 2:
             pc_path = folder / "PC" / f"{n:03d}.tif"
-            with _atomic(pc_path) as tmp:
+            with atomic_path(pc_path) as tmp:
                 tifffile.imwrite(tmp, np.round(pc * 65535).astype(np.uint16), photometric="minisblack")
         else:
             pc_path = folder / "PC" / f"{n:03d}.png"
-            with _atomic(pc_path) as tmp:
+            with atomic_path(pc_path) as tmp:
                 Image.fromarray(np.round(pc * 255).astype(np.uint8)).save(tmp, format="PNG")
         files += [gfp_path, pc_path]
     return files
@@ -727,7 +712,7 @@ def generate_sample_data(out_dir: str | Path = "sample_data", seed: int = 0) -> 
     files += make_ir_vis_pairs(out, seed=seed)
     files += make_gfp_pc_pairs(out, seed=seed)
     readme = out / "README.md"
-    with _atomic(readme) as tmp:
+    with atomic_path(readme) as tmp:
         tmp.write_text(README, encoding="utf-8")
     files.append(readme)
     return files

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = ["read_image2d", "write_image2d", "output_extension", "image_size2d", "TIFF_EXTENSIONS"]
 
@@ -224,9 +224,7 @@ def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8, full_scale
         path = path.with_suffix(".tif")
         ext = ".tif"
         logger.info("16-bit RGB is written as TIFF: %s", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(path) as tmp:
         if ext in TIFF_EXTENSIONS:
             import tifffile
 
@@ -235,8 +233,4 @@ def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8, full_scale
             from PIL import Image
 
             Image.fromarray(pixels).save(tmp, format=_PIL_FORMATS[ext])
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

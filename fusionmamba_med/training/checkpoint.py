@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = [
     "checkpoint_iteration", "export_weights", "initial_weights", "latest_checkpoint", "resolve_resume", "unwrap_network"
@@ -82,23 +83,10 @@ def export_weights(network: nn.Module | dict, path: str | os.PathLike, dtype: to
     ``load_weights`` copies them into the network's own float32 parameters.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     source = network if isinstance(network, dict) else unwrap_network(network).state_dict()
     state = {k: v.detach().to("cpu").clone() for k, v in source.items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path

@@ -92,12 +92,12 @@ class _CSVFile:
             self._rewrite(kept)
 
     def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.partial")
-        with tmp.open("w", newline="") as f:
+        from fusionmamba_med.io.atomic import atomic_path
+
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.fields, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
 
 
 class IterationBudget:

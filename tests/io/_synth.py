@@ -145,3 +145,9 @@ def ras_affine(info: dict) -> np.ndarray:
 
 def read_first(path) -> pydicom.Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def truncate_file(path, keep: int) -> None:
+    """Keep the first ``keep`` bytes (negative: drop the last -keep bytes)."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:keep])

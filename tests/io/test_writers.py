@@ -11,10 +11,12 @@ import torch
 from monai.data import ITKReader, MetaTensor
 from monai.transforms import LoadImage
 
-import fusionmamba_med.io.writers as writers
+import fusionmamba_med.io.dicom_write as dicom_write
 from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.atomic import write_summary
 from fusionmamba_med.io.loading import load_volume
-from fusionmamba_med.io.writers import FusedVolumeWriter, ras_affine_to_lps_geometry, write_summary
+from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
+from fusionmamba_med.io.writers import FusedVolumeWriter
 from tests.io._synth import oblique_iop, phantom, write_dicom_series
 
 FORMATS = ["nifti", "nrrd", "dicom"]
@@ -237,7 +239,7 @@ def _crash(*args, **kwargs):
     ("nifti", "nibabel.save"),
     ("nrrd", "SimpleITK.WriteImage"),
     ("dicom", "pydicom.dataset.Dataset.save_as"),
-    ("dicom", "fusionmamba_med.io.writers._save_dataset"),
+    ("dicom", "fusionmamba_med.io.dicom_write._save_dataset"),
 ])
 @pytest.mark.parametrize("existing", [False, True])
 def test_crash_leaves_no_final_output(tmp_path, axial_series, monkeypatch, fmt, target, existing):
@@ -247,7 +249,7 @@ def test_crash_leaves_no_final_output(tmp_path, axial_series, monkeypatch, fmt, 
         out = w(_fused_like(ref, 1), ref, "s1")
         before = sorted(os.listdir(out)) if out.is_dir() else out.read_bytes()
     if target.endswith("_save_dataset"):  # crash in the middle of the series
-        real, n = writers._save_dataset, []
+        real, n = dicom_write._save_dataset, []
 
         def flaky(ds, path):
             n.append(path)
@@ -255,7 +257,7 @@ def test_crash_leaves_no_final_output(tmp_path, axial_series, monkeypatch, fmt, 
                 raise OSError("disk full (simulated)")
             real(ds, path)
 
-        monkeypatch.setattr(writers, "_save_dataset", flaky)
+        monkeypatch.setattr(dicom_write, "_save_dataset", flaky)
     else:
         monkeypatch.setattr(target, _crash)
     with pytest.raises(FusionInputError, match="disk full") as exc:

@@ -1,14 +1,20 @@
-"""DICOM modality rescale, slice by slice: every slice keeps its own ``stored * slope + intercept`` (as pydicom and
-dcm2niix give it), whatever the first file's slope, as real PET and some CT series store it."""
+"""Reading DICOM series (fusionmamba_med.io.dicom_read). Modality rescale, slice by slice: every slice keeps its own
+``stored * slope + intercept`` (as pydicom and dcm2niix give it), whatever the first file's slope, as real PET and
+some CT series store it. (The comparison with dcm2niix on real series is in test_dicom_oracle.py.)"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.dicom_read import DicomSeriesReader, check_dicom_series, read_dicom_series
 from fusionmamba_med.io.loading import load_volume
-from tests.io._synth import phantom, write_dicom_series
+from tests.io._synth import phantom, truncate_file, write_dicom_series
 
 
 def _pydicom_values(path) -> np.ndarray:
@@ -67,3 +73,21 @@ def test_values_not_cast_by_the_first_slice(tmp_path):
     img = load_volume(tmp_path / "pet")
     np.testing.assert_allclose(img[0, :, :, 1:].numpy(), np.float32(0.78))
     np.testing.assert_array_equal(img[0, :, :, 0].numpy(), 1.0)
+
+
+def test_pixel_data_length_check(axial_series):
+    """Files that GDCM still groups but whose pixel data are cut short are named before ITK reads them."""
+    files = list(axial_series["files"])
+    truncate_file(files[4], -100)
+    series = {"uid": axial_series["series_uid"], "description": "T1 AX"}
+    with pytest.raises(FusionInputError, match="truncated DICOM file: pixel data needs") as exc:
+        check_dicom_series(files, series, Path(files[0]).parent, "s", 10**9)
+    assert exc.value.path == files[4]
+
+
+def test_read_dicom_series_meta_and_reader(axial_series):
+    img = read_dicom_series(Path(axial_series["files"][0]).parent, study="s1")
+    assert img.meta["dicom_files"] == [os.path.abspath(f) for f in axial_series["files"]]  # slice order
+    assert img.meta["series_uid"] == axial_series["series_uid"]
+    reader = DicomSeriesReader(axial_series["files"])
+    assert reader.file_names == [str(f) for f in axial_series["files"]] and reader.verify_suffix("any/folder")

@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from fusionmamba_med.io.loading import load_volume
-from fusionmamba_med.io.writers import FusedVolumeWriter, ras_affine_to_lps_geometry
+from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
+from fusionmamba_med.io.writers import FusedVolumeWriter
 from tests.io._synth import oblique_iop, phantom, write_dicom_series
 
 SOURCES = ["dicom_le", "dicom_be", "dicom_implicit", "dicom_rle", "nifti"]

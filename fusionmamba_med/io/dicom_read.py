@@ -1,0 +1,539 @@
+"""Reading classic DICOM series: listing the series of a folder, choosing one, validating its headers and reading
+its voxels with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and scales them.
+
+- **Geometry**: slices must share orientation and size and sit at distinct positions stacked along the slice normal
+  (no gantry tilt), with even spacing (more than ``SLICE_SPACING_TOLERANCE`` deviation is refused: the affine that
+  ITK/MONAI build from the first slices would be wrong for the rest). A one-slice series takes its slice spacing
+  from SpacingBetweenSlices, else SliceThickness (as dcm2niix).
+- **Values**: every slice keeps its own ``stored * RescaleSlope + RescaleIntercept`` (PET stores a float slope per
+  slice; ITK's series reader would cast all slices to the first file's pixel type).
+- **Siemens mosaics** (ImageType MOSAIC): one file is unpacked to its 3D grid from its CSA header; a series of
+  several mosaic files is 4D and refused.
+- **Refused, saying why**: 4D / multi-echo series, enhanced multi-frame and colour images, mixed orientations,
+  non-image objects (RT Dose, SEG, SR ...), truncated or damaged files (named).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.data import ITKReader
+
+from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.geometry import lps_to_ras
+
+__all__ = [
+    "SLICE_SPACING_TOLERANCE",
+    "DicomSeriesReader",
+    "DicomStack",
+    "DEFAULT_MAX_VOXELS",
+    "dicom_header",
+    "check_dicom_series",
+    "choose_series",
+    "list_dicom_series",
+    "read_dicom_series",
+]
+
+logger = logging.getLogger(__name__)
+
+#: default refusal threshold: 512 x 512 x 2000 voxels.
+DEFAULT_MAX_VOXELS = 512 * 512 * 2000
+#: relative deviation of DICOM slice gaps from their median that is refused.
+SLICE_SPACING_TOLERANCE = 0.01
+
+_PIXEL_DATA = 0x7FE00010
+_DICOMDIR_UID = "1.2.840.10008.1.3.10"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DICOM series handling
+# ---------------------------------------------------------------------------------------------------------------------
+def _pydicom():
+    import pydicom
+
+    return pydicom
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_header(path: str | Path, study: str | None):
+    """Header of one DICOM file, pixel data deferred (not read). Errors name the file."""
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(str(path), defer_size=256)
+    except Exception as err:  # pydicom raises many types for broken files
+        raise FusionInputError(f"unreadable or truncated DICOM file ({type(err).__name__}: {err})",
+                               study=study, path=path) from err
+
+
+def dicom_header(path: str | Path, study: str | None):
+    """Header of one DICOM file without its pixel data; an unreadable file raises naming it."""
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as err:
+        raise FusionInputError(f"unreadable or truncated DICOM file ({type(err).__name__}: {err})",
+                               study=study, path=path) from err
+
+
+def _gdcm_series_ids(folder: Path, study: str | None) -> list[str]:
+    import SimpleITK as sitk
+
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except Exception as err:
+        # GDCM gives up on some non-image objects (e.g. a one-frame RT Dose) with an internal error text: say what
+        # the file is instead, or at least which file made the scan fail.
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and not entry.name.startswith(".") and _looks_like_dicom(entry):
+                _refuse_non_image(dicom_header(entry, study), entry, study)
+        cause = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise FusionInputError(f"GDCM cannot scan the DICOM folder for image series ({cause})",
+                               study=study, path=folder) from err
+
+
+def _pixel_data_problem(ds, path: str | Path) -> str | None:
+    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None."""
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    if raw is None:
+        return "the file has no pixel data"
+    length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
+    if length is not None and tell is not None and length != 0xFFFFFFFF:
+        size = os.path.getsize(path)
+        if tell + length > size:
+            return f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}"
+    return None
+
+
+def _gdcm_series_files(folder: Path, uid: str) -> list[str]:
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+
+
+def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict]:
+    """The DICOM series in ``folder``: ``[{"uid", "description", "number", "files"}]`` (files unsorted).
+
+    Raises :class:`FusionInputError` for a folder without any DICOM series (naming the folder) and for files that
+    look like DICOM but cannot be parsed (naming the file).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FusionInputError("the DICOM series folder does not exist", study=study, path=folder)
+    if not any(e.is_file() and not e.name.startswith(".") for e in folder.iterdir()):
+        raise FusionInputError("no DICOM series found: the folder is empty", study=study, path=folder)
+    series = []
+    grouped: set[str] = set()
+    for uid in _gdcm_series_ids(folder, study):
+        files = _gdcm_series_files(folder, uid)
+        grouped.update(os.path.abspath(f) for f in files)
+        desc, number = "", None
+        if files:
+            ds = dicom_header(files[0], study)
+            desc = str(ds.get("SeriesDescription", "") or "")
+            number = ds.get("SeriesNumber", None)
+        series.append({"uid": uid, "description": desc, "number": number, "files": files})
+    # Files GDCM silently skipped: report those that look like DICOM but do not parse (truncated headers etc.) or
+    # that belong to one of the series (a slice would silently go missing).
+    uids = {s["uid"] for s in series}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file() or os.path.abspath(entry) in grouped:
+            continue
+        if not _looks_like_dicom(entry):
+            continue
+        ds = _read_header(entry, study)  # raises, naming the file, when it does not parse
+        sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if sop_class == _DICOMDIR_UID:
+            continue
+        _refuse_non_image(ds, entry, study)
+        problem = _pixel_data_problem(ds, entry)
+        if problem is not None and problem.startswith("truncated"):
+            raise FusionInputError(problem, study=study, path=entry)
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if uid and uid not in uids and any(u.startswith(uid) for u in uids):  # the header was cut mid-value
+            uid = next(u for u in uids if u.startswith(uid))
+        if not uid or uid in uids:
+            raise FusionInputError(
+                "damaged or truncated DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid
+                                          else "its header is incomplete (no SeriesInstanceUID)"),
+                study=study, path=entry)
+    if not series:
+        dicom_like = [e for e in sorted(folder.iterdir())
+                      if e.is_file() and not e.name.startswith(".") and _looks_like_dicom(e)]
+        for entry in dicom_like:
+            ds = _read_header(entry, study)
+            if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "") == _DICOMDIR_UID:
+                continue
+            problem = _pixel_data_problem(ds, entry) or "GDCM does not read it as an image"
+            raise FusionInputError(f"no DICOM image series found: the DICOM file cannot serve ({problem})",
+                                   study=study, path=entry)
+        n = sum(1 for e in folder.iterdir() if e.is_file() and not e.name.startswith("."))
+        what = "the folder is empty" if n == 0 else f"none of its {n} files is a DICOM image"
+        raise FusionInputError(f"no DICOM series found: {what}", study=study, path=folder)
+    return series
+
+
+def _describe(series: Sequence[Mapping]) -> str:
+    return "; ".join(
+        f"{s['uid']} ('{s['description']}', {len(s['files'])} files)" for s in series
+    )
+
+
+def choose_series(series: list[dict], series_uid: str | None, folder: Path, study: str | None) -> dict:
+    if series_uid:
+        wanted = str(series_uid).strip()
+        exact = [s for s in series if s["uid"] == wanted]
+        if exact:
+            return exact[0]
+        by_desc = [s for s in series if s["description"].strip().lower() == wanted.lower()]
+        if len(by_desc) == 1:
+            return by_desc[0]
+        why = "matches several series descriptions" if by_desc else "matches no SeriesInstanceUID or description"
+        raise FusionInputError(f"series '{wanted}' {why}; available series: {_describe(series)}",
+                               study=study, path=folder)
+    if len(series) > 1:
+        raise FusionInputError(
+            f"the folder holds {len(series)} DICOM series; choose one with a series UID "
+            f"(e.g. the datalist key '<modality>_series_uid'). Available series: {_describe(series)}",
+            study=study, path=folder,
+        )
+    return series[0]
+
+
+def _floats(value, n: int) -> np.ndarray | None:
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+@dataclass
+class DicomStack:
+    """A validated classic DICOM series: ``files`` sorted along the slice normal (index k = slice k), each slice's
+    modality rescale ``(slope, intercept)``, whether it is one Siemens mosaic file, and the slice spacing that a
+    one-slice series takes from its header (``None`` otherwise)."""
+
+    files: list[str]
+    rescale: list[tuple[float, float]]
+    mosaic: bool = False
+    single_slice_spacing: float | None = None
+
+    @property
+    def uniform_rescale(self) -> bool:
+        """True when every slice has the same slope and intercept (then ITK's series reader applies them exactly)."""
+        return len(set(self.rescale)) <= 1
+
+
+def _rescale_of(ds) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0)."""
+    slope = ds.get("RescaleSlope", None)
+    intercept = ds.get("RescaleIntercept", None)
+    slope = 1.0 if slope in (None, "") else float(slope)
+    intercept = 0.0 if intercept in (None, "") else float(intercept)
+    return (1.0 if slope == 0.0 else slope), intercept
+
+
+def _is_mosaic(ds) -> bool:
+    return any(str(v).strip().upper() == "MOSAIC" for v in (ds.get("ImageType", None) or []))
+
+
+def _one_slice_spacing(ds) -> float | None:
+    """Slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness (as dcm2niix)."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(keyword, None)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+#: SOP classes / modalities that hold no image of the patient that fusion could use, with what they are.
+_NON_IMAGE_MODALITIES = {
+    "RTDOSE": "an RT Dose object (a radiotherapy dose grid computed by a planning system)",
+    "RTSTRUCT": "an RT Structure Set (contours, no image)",
+    "RTPLAN": "an RT Plan (treatment parameters, no image)",
+    "RTRECORD": "an RT treatment record (no image)",
+    "SEG": "a segmentation object (labels, not an acquired image)",
+    "SR": "a structured report (no image)",
+    "PR": "a presentation state (display settings, no image)",
+    "REG": "a spatial registration object (no image)",
+    "KO": "a key object selection (no image)",
+}
+
+
+def _refuse_non_image(ds, path: str | Path, study: str | None) -> None:
+    """Refuse DICOM objects that are not acquired images of the patient (RT Dose, SEG, SR ...), saying what they are."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in _NON_IMAGE_MODALITIES:
+        raise FusionInputError(
+            f"the DICOM file is {_NON_IMAGE_MODALITIES[modality]} (Modality {modality}), not an MRI, CT, PET or SPECT "
+            "image series, so it cannot serve as a fusion input; point the study to the image series instead",
+            study=study, path=path)
+
+
+def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
+                        max_voxels: int) -> DicomStack:
+    """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
+    label = f"series {series['uid']} ('{series['description']}')"
+    if not files:
+        raise FusionInputError(f"{label} has no files", study=study, path=folder)
+    # Size check from the first header only, before anything else is read.
+    first = dicom_header(files[0], study)
+    if _is_mosaic(first):
+        if len(files) > 1:
+            raise FusionInputError(
+                f"{label} is a Siemens mosaic series of {len(files)} files: each mosaic file holds one whole 3D "
+                "volume, so the series is 4D (a time series or repeated acquisition); load one mosaic file by "
+                "giving its path in its own folder, or convert the series (e.g. dcm2niix) and pick one volume",
+                study=study, path=folder)
+        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
+    _refuse_non_image(first, files[0], study)
+    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    nvox = len(files) * rows * cols * max(frames, 1)
+    if nvox > max_voxels:
+        raise FusionInputError(
+            f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
+            study=study, path=folder,
+        )
+    positions, iops, rescale = [], [], []
+    for f in files:
+        ds = _read_header(f, study)
+        rescale.append(_rescale_of(ds))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise FusionInputError(
+                f"multi-frame (enhanced) DICOM with {frames} frames is not supported; convert it to a classic "
+                "single-frame series first", study=study, path=f)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        if spp != 1:
+            raise FusionInputError(
+                f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
+                f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+                study=study, path=f)
+        if (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) != (rows, cols):
+            raise FusionInputError(f"slice size {ds.get('Rows')}x{ds.get('Columns')} differs from the series' "
+                                   f"{rows}x{cols} in {label}", study=study, path=f)
+        ipp = _floats(ds.get("ImagePositionPatient", None) or [], 3)
+        iop = _floats(ds.get("ImageOrientationPatient", None) or [], 6)
+        if ipp is None or iop is None:
+            raise FusionInputError("the slice has no valid ImagePositionPatient/ImageOrientationPatient, so its "
+                                   "position is unknown", study=study, path=f)
+        problem = _pixel_data_problem(ds, f)
+        if problem is not None:
+            raise FusionInputError(problem.replace("the file has", "the slice has"), study=study, path=f)
+        positions.append(ipp)
+        iops.append(iop)
+    iops_arr = np.asarray(iops)
+    if np.max(np.abs(iops_arr - iops_arr[0])) > 1e-3:
+        raise FusionInputError(f"{label} mixes slice orientations (ImageOrientationPatient differs between files)",
+                               study=study, path=folder)
+    row, col = iops_arr[0, :3], iops_arr[0, 3:]
+    normal = np.cross(row, col)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise FusionInputError(f"{label} has non-orthonormal ImageOrientationPatient {iops_arr[0].tolist()}",
+                               study=study, path=folder)
+    pos = np.asarray(positions)
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    files = [files[i] for i in order]
+    rescale = [rescale[i] for i in order]
+    pos, proj = pos[order], proj[order]
+    if len(files) > 1:
+        gaps = np.diff(proj)
+        if np.min(gaps) < 1e-3:
+            k = int(np.argmin(gaps))
+            raise FusionInputError(
+                f"{label} has several images at the same position (e.g. '{Path(files[k]).name}' and "
+                f"'{Path(files[k + 1]).name}'): a 4D / multi-echo / multi-phase series is not a 3D volume; "
+                "split it into one series per frame", study=study, path=folder)
+        med = float(np.median(gaps))
+        dev = float(np.max(np.abs(gaps - med)) / med)
+        if dev > SLICE_SPACING_TOLERANCE:
+            raise FusionInputError(
+                f"uneven slice spacing in {label}: gaps from {gaps.min():.4g} to {gaps.max():.4g} mm (median "
+                f"{med:.4g} mm, {100 * dev:.1f}% deviation > {100 * SLICE_SPACING_TOLERANCE:g}%); missing slices? "
+                "The volume affine would be wrong", study=study, path=folder)
+        d = pos - pos[0]
+        along = d @ normal
+        inplane = np.linalg.norm(d - np.outer(along, normal), axis=1)
+        if np.any(inplane > 0.01 * np.abs(along) + 1e-3):
+            raise FusionInputError(
+                f"{label}: slices are not stacked along the slice normal (gantry tilt or sheared stack, up to "
+                f"{inplane.max():.3g} mm off); resample it to an orthogonal grid first", study=study, path=folder)
+    spacing = _one_slice_spacing(first) if len(files) == 1 else None
+    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing)
+
+
+def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
+    """Replace the voxels of ``img`` (1, X, Y, Z), read by ITK as one series, by each slice's own
+    ``stored * slope + intercept`` (float64 arithmetic, stored as float32).
+
+    ITK's series reader takes the pixel type and the rescale of the first file for the whole series, which casts
+    or wraps the values of slices with another slope (PET stores a different float slope on every slice).
+    Each file is decoded by GDCM on its own (every transfer syntax ITK reads), as pydicom and dcm2niix do.
+    """
+    import SimpleITK as sitk
+
+    data = np.empty(tuple(img.shape), dtype=np.float32)
+    for k, (name, (slope, intercept)) in enumerate(zip(stack.files, stack.rescale)):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetOutputPixelType(sitk.sitkFloat64)
+        try:
+            one = reader.Execute()
+        except Exception as err:
+            raise FusionInputError(f"cannot decode the slice ({str(err).strip().splitlines()[-1][:300]})",
+                                   study=study, path=name) from err
+        plane = sitk.GetArrayFromImage(one).reshape(-1, one.GetWidth())  # (rows=y, cols=x), rescale applied by GDCM
+        if plane.shape != tuple(img.shape[2:0:-1]):
+            raise FusionInputError(f"slice of {plane.shape[1]}x{plane.shape[0]} pixels in a series of "
+                                   f"{img.shape[1]}x{img.shape[2]}", study=study, path=name)
+        data[0, :, :, k] = plane.T
+    out = img.clone()
+    out.data = torch.from_numpy(data) if not isinstance(out.data, torch.Tensor) else torch.from_numpy(data)
+    return out
+
+
+def _mosaic_volume(path: str, study: str | None):
+    """Unpack one Siemens mosaic file (ImageType MOSAIC: one DICOM image tiling a whole 3D volume) into a
+    ``MetaTensor`` (1, X, Y, Z) float32 with its RAS affine.
+
+    NumberOfImagesInMosaic and the slice normal come from the Siemens CSA header through nibabel's DICOM wrapper
+    (as dcm2niix reads them); the tiled image is decoded by GDCM, so every transfer syntax ITK reads works.
+    """
+    import SimpleITK as sitk
+    from monai.data import MetaTensor
+    from nibabel.nicom import dicomwrappers
+
+    ds = dicom_header(path, study)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+            wrapper = dicomwrappers.wrapper_from_data(ds)
+            if not isinstance(wrapper, dicomwrappers.MosaicWrapper):
+                raise ValueError("no NumberOfImagesInMosaic in its Siemens CSA header")
+            n = int(wrapper.n_mosaic)
+            lps = np.asarray(wrapper.affine, dtype=np.float64)  # (row, column, slice) indices -> LPS
+            lps = lps[:, [1, 0, 2, 3]]  # our voxel axes: (column x, row y, slice), as ITK reads other series
+    except Exception as err:
+        raise FusionInputError(f"Siemens mosaic (ImageType MOSAIC) whose layout cannot be read ({err}); convert it "
+                               "with dcm2niix first", study=study, path=path) from err
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetOutputPixelType(sitk.sitkFloat64)
+    try:
+        tiled = sitk.GetArrayFromImage(reader.Execute())
+    except Exception as err:
+        raise FusionInputError(f"cannot decode the mosaic ({str(err).strip().splitlines()[-1][:300]})",
+                               study=study, path=path) from err
+    tiled = tiled.reshape(-1, tiled.shape[-1])  # (rows, cols)
+    per_side = int(math.ceil(math.sqrt(n)))
+    if tiled.shape[0] % per_side or tiled.shape[1] % per_side:
+        raise FusionInputError(f"mosaic of {tiled.shape[1]}x{tiled.shape[0]} pixels cannot hold {per_side}x{per_side} "
+                               f"tiles of {n} images", study=study, path=path)
+    ny, nx = tiled.shape[0] // per_side, tiled.shape[1] // per_side
+    vol = np.empty((1, nx, ny, n), dtype=np.float32)
+    for k in range(n):
+        r, c = divmod(k, per_side)
+        vol[0, :, :, k] = tiled[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx].T
+    ras = lps_to_ras(lps)
+    img = MetaTensor(torch.from_numpy(vol), affine=torch.as_tensor(ras, dtype=torch.float64))
+    img.meta.update({"spatial_shape": np.asarray(vol.shape[1:]), "original_affine": ras.copy(), "space": "RAS",
+                     "filename_or_obj": str(path), "mosaic_images": n})
+    return img
+
+
+def _set_slice_spacing(img, spacing: float):
+    """Give a one-slice volume the slice spacing of its header (ITK reads 1 mm) along its slice normal."""
+    aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    col = aff[:3, 2]
+    aff[:3, 2] = col / torch.linalg.norm(col) * spacing
+    img.affine = aff
+    return img
+
+
+class DicomSeriesReader(ITKReader):
+    """MONAI's ``ITKReader`` for one DICOM series given as its files in slice order (GDCM via ITK), instead of the
+    first series GDCM finds in a folder; ``read`` keeps this order (index k = slice k). One file gives a volume of
+    one slice."""
+
+    def __init__(self, file_names: Sequence[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.file_names = [str(f) for f in file_names]
+
+    def verify_suffix(self, filename) -> bool:  # the data "path" is the series folder, as for ITKReader
+        return True
+
+    def read(self, data, **kwargs):
+        import itk
+
+        kwargs_ = self.kwargs.copy()
+        kwargs_.update(kwargs)
+        names = self.file_names
+        return itk.imread(names if len(names) > 1 else names[0], **kwargs_)
+
+
+def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: str | None = None,
+                      max_voxels: int = DEFAULT_MAX_VOXELS):
+    """Read one validated classic DICOM series of ``folder`` as a ``MetaTensor`` (1, X, Y, Z) float32, RAS affine,
+    with meta ``source_path`` (the folder), ``dicom_files`` (sorted: index k = slice k), ``series_uid`` and
+    ``series_description``.
+
+    ``series_uid`` picks a series (UID or unique description) in a folder holding several. Each slice keeps its own
+    modality rescale; one mosaic file is unpacked; a one-slice series takes its header's slice spacing.
+    Raises :class:`FusionInputError` naming the study and the file (see :func:`check_dicom_series`).
+    """
+    from monai.transforms import LoadImage
+
+    folder = Path(folder)
+    chosen = choose_series(list_dicom_series(folder, study), series_uid, folder, study)
+    stack = check_dicom_series(list(chosen["files"]), chosen, folder, study, max_voxels)
+    meta = {"source_path": os.path.abspath(folder), "dicom_files": stack.files, "series_uid": chosen["uid"],
+            "series_description": chosen["description"]}
+    if stack.mosaic:
+        img = _mosaic_volume(stack.files[0], study)
+        img.meta.update(meta)
+        return img
+    reader = DicomSeriesReader(stack.files)
+    try:
+        img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)(str(folder))
+    except Exception as err:
+        msg = str(err).strip()
+        culprit = next((f for f in stack.files if f in msg), folder)
+        short = msg.splitlines()[-1] if msg else ""
+        raise FusionInputError(f"cannot read the image ({type(err).__name__}: {short[:300]})",
+                               study=study, path=culprit) from err
+    if img.ndim != 4 or img.shape[0] != 1 or img.shape[-1] != len(stack.files):
+        raise FusionInputError(f"read an image of shape {tuple(img.shape[1:])} from a series of {len(stack.files)} "
+                               "files", study=study, path=folder)
+    if not stack.uniform_rescale:
+        img = _read_slices_rescaled(stack, img, study)
+    if stack.single_slice_spacing is not None:
+        img = _set_slice_spacing(img, stack.single_slice_spacing)
+    img.meta.update(meta)
+    return img
