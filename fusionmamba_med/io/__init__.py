@@ -6,7 +6,7 @@
 - :mod:`.writers` (``FusedVolumeWriter``): the fused volume on the MRI grid as NIfTI / NRRD / DICOM;
   :mod:`.dicom_write` (``DicomSeriesWriter``): DICOM series;
 - :mod:`.geometry`: RAS <-> LPS conversions; :mod:`.atomic` (``atomic_path``, ``write_json``): atomic writes;
-- :mod:`.images2d` (``read_image2d``, ``write_image2d``): 2D pairs.
+- :mod:`.pairs` (``discover_pairs``) and :mod:`.images2d` (``read_image2d``, ``write_image2d``): 2D pairs.
 
 Names are imported lazily so that ``import fusionmamba_med.io.naming`` stays light.
 """
@@ -37,6 +37,8 @@ _EXPORTS = {
     "ras_to_lps": "geometry",
     "ras_affine_to_lps_geometry": "geometry",
     "lps_geometry_to_ras_affine": "geometry",
+    "discover_pairs": "pairs",
+    "IMAGE_EXTENSIONS": "pairs",
     "read_image2d": "images2d",
     "write_image2d": "images2d",
     "image_size2d": "images2d",

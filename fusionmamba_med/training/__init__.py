@@ -1,14 +1,14 @@
 """Training: pairs and their held-out split, batch preparation, validation metric and handlers for the bundles'
-``train.json``. Names are imported lazily so that ``import fusionmamba_med.training.pairs`` stays light."""
+``train.json``. Names are imported lazily so that ``import fusionmamba_med.training.split`` stays light."""
 
 from __future__ import annotations
 
 from fusionmamba_med._lazy import lazy_getattr
 
 _EXPORTS = {
-    "training_pairs": "pairs",
-    "split_holdout": "pairs",
-    "source_label": "pairs",
+    "training_pairs": "split",
+    "split_holdout": "split",
+    "source_label": "split",
     "prepare_fusion_batch": "batch",
     "FusionQualityMetric": "metric",
     "latest_checkpoint": "checkpoint",

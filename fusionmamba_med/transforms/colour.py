@@ -1,7 +1,9 @@
 """Colour handling for fusion: RGB <-> YCbCr (BT.601 full range), colour maps, and the split / restore transforms.
 
-A colour image (pseudo-colour PET/SPECT slices, visible-light photos) is fused through its luma: ``SplitLumad`` keeps Y
-(1, ...) for the network and stores Cb, Cr (2, ...) aside; ``RestoreColord`` recombines the fused Y with them. A grey
+A colour image (pseudo-colour PET/SPECT slices, visible-light photos, GFP micrographs) is fused through its luma:
+``SplitLuma`` / ``SplitLumad`` keep Y (1, ...) for the network and set Cb, Cr (2, ...) aside; ``RestoreColor`` /
+``RestoreColord`` recombine the fused Y with them. Volumes and 2D pairs use these same transforms. Public names use
+MONAI's US spelling ("Color"); British aliases (``is_colour``, ``RestoreColour(d)``) are kept. A grey
 PET/SPECT volume gets a colour map first (``Colormapd``) when a colour output is wanted.
 
 All functions take channel-first data in [0, 1]: numpy arrays or torch tensors (``MetaTensor`` meta kept), with the
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type
+from monai.utils import TransformBackends, convert_to_dst_type
 
 __all__ = [
     "rgb_to_ycbcr",
@@ -25,8 +27,15 @@ __all__ = [
     "COLORMAPS",
     "Colormap",
     "Colormapd",
+    "GREY_TOLERANCE",
+    "is_color",
+    "is_colour",
+    "SplitLuma",
     "SplitLumad",
+    "RestoreColor",
     "RestoreColord",
+    "RestoreColour",
+    "RestoreColourd",
 ]
 
 # BT.601 luma weights; full range ("JPEG") YCbCr: Y in [0, 1], Cb and Cr centred on 0.5.
@@ -175,59 +184,118 @@ def _cat(parts: list[NdarrayOrTensor], like: NdarrayOrTensor) -> NdarrayOrTensor
     return np.concatenate(parts, axis=0)
 
 
-class SplitLumad(MapTransform):
-    """RGB ``d[key]`` (3, ...) -> its luma Y (1, ...) in ``d[key]`` and its chroma Cb, Cr (2, ...) in
-    ``d[key + cbcr_suffix]``, for fusing the luma and restoring the colour with :class:`RestoreColord`.
+#: an RGB image whose Cb and Cr stay within this distance of 0.5 everywhere counts as grey.
+GREY_TOLERANCE = 2.0 / 255.0
 
-    A grey ``d[key]`` (1, ...) is kept as Y, with neutral chroma (0.5), so that restoring gives a grey RGB image.
+
+def is_color(image: NdarrayOrTensor, tolerance: float = GREY_TOLERANCE) -> bool:
+    """Whether a (C, ...) image in [0, 1] is really in colour: three channels whose Cb, Cr leave 0.5 by more than
+    ``tolerance`` somewhere (so grey images stored as RGB count as grey)."""
+    if image.shape[0] != 3:
+        return False
+    ycc = rgb_to_ycbcr(image.float() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float32))
+    chroma = ycc[1:] - 0.5
+    return bool((chroma.abs() if isinstance(chroma, torch.Tensor) else np.abs(chroma)).max() > tolerance)
+
+
+class SplitLuma(Transform):
+    """Split a (1 | 3, ...) image in [0, 1] into its luma Y (1, ...) and its chroma Cb, Cr (2, ...), for fusing the
+    luma and restoring the colour with :class:`RestoreColor`.
+
+    Args:
+        grey_chroma: what a grey (1-channel) image gives as chroma: ``"neutral"`` (0.5 everywhere, so that restoring
+            gives a grey RGB image) or ``"none"`` (``None``: the output stays grey).
+
+    Returns ``(y, cbcr)`` of the input's type (``MetaTensor`` meta kept).
     """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    GREY_CHROMA = ("neutral", "none")
+
+    def __init__(self, grey_chroma: str = "neutral") -> None:
+        if grey_chroma not in self.GREY_CHROMA:
+            raise ValueError(f"grey_chroma must be one of {self.GREY_CHROMA}, got {grey_chroma!r}")
+        self.grey_chroma = grey_chroma
+
+    def __call__(self, img: NdarrayOrTensor) -> tuple[NdarrayOrTensor, NdarrayOrTensor | None]:
+        if img.shape[0] == 1:
+            if self.grey_chroma == "none":
+                return img, None
+            return img, _cat([img * 0 + 0.5, img * 0 + 0.5], img)
+        if img.shape[0] != 3:
+            raise ValueError(f"SplitLuma expects 1 or 3 channels, got shape {tuple(img.shape)}")
+        ycc = rgb_to_ycbcr(img)
+        return ycc[0:1], ycc[1:3]
+
+
+class RestoreColor(Transform):
+    """Luma Y (1, ...) + chroma Cb, Cr (2, ...) -> RGB (3, ...), clipped to [0, 1].
+
+    The output keeps ``y``'s type, dtype, device and meta (affine); the chroma must have the same spatial shape.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, y: NdarrayOrTensor, cbcr: NdarrayOrTensor) -> NdarrayOrTensor:
+        if y.shape[0] != 1 or cbcr.shape[0] != 2 or tuple(y.shape[1:]) != tuple(cbcr.shape[1:]):
+            raise ValueError(f"RestoreColor: expected Y (1, ...) and chroma (2, ...) of one spatial shape, got "
+                             f"{tuple(y.shape)} and {tuple(cbcr.shape)}")
+        if isinstance(y, torch.Tensor):
+            c = cbcr if isinstance(cbcr, torch.Tensor) else torch.as_tensor(np.asarray(cbcr))
+            c = c.as_tensor() if hasattr(c, "as_tensor") else c
+            ycc = _cat([y, c.to(device=y.device, dtype=y.dtype if y.is_floating_point() else torch.float32)], y)
+            return ycbcr_to_rgb(ycc).clamp(0.0, 1.0)
+        c = cbcr.detach().cpu().numpy() if isinstance(cbcr, torch.Tensor) else np.asarray(cbcr)
+        return np.clip(ycbcr_to_rgb(np.concatenate([np.asarray(y), c.astype(np.asarray(y).dtype)], 0)), 0, 1)
+
+
+class SplitLumad(MapTransform):
+    """Dictionary-based wrapper of :class:`SplitLuma`: ``d[key]`` (1 | 3, ...) -> its luma Y in ``d[key]`` and its
+    chroma in ``d[key + cbcr_suffix]`` (neutral 0.5 for a grey image, so that restoring gives a grey RGB image)."""
+
+    backend = SplitLuma.backend
 
     def __init__(self, keys: KeysCollection, cbcr_suffix: str = "_cbcr", allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.cbcr_suffix = cbcr_suffix
+        self.splitter = SplitLuma(grey_chroma="neutral")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] == 1:
-                y = img
-                cbcr = _cat([img * 0 + 0.5, img * 0 + 0.5], img)
-            else:
-                ycc = rgb_to_ycbcr(img)
-                y, cbcr = ycc[0:1], ycc[1:3]
-            d[key] = y
-            d[f"{key}{self.cbcr_suffix}"] = cbcr
+            d[key], d[f"{key}{self.cbcr_suffix}"] = self.splitter(d[key])
         return d
 
 
 class RestoreColord(MapTransform):
-    """Y ``d[key]`` (1, ...) + chroma ``d[cbcr_key]`` (2, ...) -> RGB (3, ...) in ``d[key]``, clipped to [0, 1].
+    """Dictionary-based wrapper of :class:`RestoreColor`: Y ``d[key]`` (1, ...) + chroma ``d[cbcr_key]`` (2, ...)
+    -> RGB (3, ...) in ``d[key]``.
 
-    The output keeps ``d[key]``'s type, dtype, device and meta (affine); the chroma must have the same spatial shape.
+    ``skip_without_chroma``: leave ``d[key]`` unchanged (grey) when ``d[cbcr_key]`` is absent or ``None`` (a 2D pair
+    without a colour image) instead of raising ``KeyError``.
     """
 
-    def __init__(self, keys: KeysCollection, cbcr_key: str, allow_missing_keys: bool = False):
+    backend = RestoreColor.backend
+
+    def __init__(self, keys: KeysCollection, cbcr_key: str, skip_without_chroma: bool = False,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.cbcr_key = cbcr_key
+        self.skip_without_chroma = bool(skip_without_chroma)
+        self.restorer = RestoreColor()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
-        if self.cbcr_key not in d:
+        if d.get(self.cbcr_key) is None:
+            if self.skip_without_chroma:
+                return d
             raise KeyError(f"RestoreColord: no chroma under key '{self.cbcr_key}' (was SplitLumad applied?)")
-        cbcr = d[self.cbcr_key]
         for key in self.key_iterator(d):
-            y = d[key]
-            if y.shape[0] != 1 or cbcr.shape[0] != 2 or tuple(y.shape[1:]) != tuple(cbcr.shape[1:]):
-                raise ValueError(f"RestoreColord: expected Y (1, ...) and chroma (2, ...) of one spatial shape, got "
-                                 f"{tuple(y.shape)} and {tuple(cbcr.shape)}")
-            if isinstance(y, torch.Tensor):
-                c = cbcr if isinstance(cbcr, torch.Tensor) else torch.as_tensor(np.asarray(cbcr))
-                c = c.as_tensor() if hasattr(c, "as_tensor") else c
-                ycc = _cat([y, c.to(device=y.device, dtype=y.dtype if y.is_floating_point() else torch.float32)], y)
-                rgb = ycbcr_to_rgb(ycc).clamp(0.0, 1.0)
-            else:
-                c = cbcr.detach().cpu().numpy() if isinstance(cbcr, torch.Tensor) else np.asarray(cbcr)
-                rgb = np.clip(ycbcr_to_rgb(np.concatenate([np.asarray(y), c.astype(np.asarray(y).dtype)], 0)), 0, 1)
-            d[key] = rgb
+            d[key] = self.restorer(d[key], d[self.cbcr_key])
         return d
+
+
+#: British-spelling aliases of the public names.
+is_colour = is_color
+RestoreColour = RestoreColor
+RestoreColourd = RestoreColord

@@ -65,7 +65,7 @@ def training_pairs(
 
     Args:
         sources: ``[{"dir_a", "dir_b", "name"?, "datalist"?}, ...]``; folders are paired by file name
-            (:func:`fusionmamba_med.data.pairs.discover_pairs`).
+            (:func:`fusionmamba_med.io.pairs.discover_pairs`).
         holdout: held-out pairs per source, a count or a fraction (see :func:`split_holdout`).
         seed: seed of the shuffle that picks the held-out pairs.
         split_file: if given, the split (held-out and training names) is written there as JSON, atomically.
@@ -76,7 +76,7 @@ def training_pairs(
     Raises:
         FusionInputError: no source gave a single pair.
     """
-    from fusionmamba_med.data.pairs import discover_pairs
+    from fusionmamba_med.io.pairs import discover_pairs
 
     if isinstance(sources, Mapping):
         sources = [sources]
@@ -103,7 +103,7 @@ def training_pairs(
     logger.info("training pairs: %d for training, %d held out (%s)", len(train), len(val), per_source)
     split = {"training": train, "validation": val}
     if split_file is not None:
-        from fusionmamba_med.io.writers import write_summary
+        from fusionmamba_med.io.atomic import write_summary
 
         write_summary(
             split_file,

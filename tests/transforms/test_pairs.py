@@ -1,6 +1,4 @@
-"""Finding 2D image pairs and building the network's 2-channel input with YCbCr colour handling."""
-
-import json
+"""2D pair transforms (fusionmamba_med.transforms.pairs): load a pair, build the network input, restore colour."""
 
 import numpy as np
 import pytest
@@ -8,16 +6,9 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from fusionmamba_med.data.pairs import (
-    IMAGE_EXTENSIONS,
-    LoadImagePaird,
-    PairToFusionInputd,
-    RestorePairColourd,
-    discover_pairs,
-    is_colour,
-)
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.transforms.colour import rgb_to_ycbcr
+from fusionmamba_med.transforms.colour import is_color, rgb_to_ycbcr
+from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInput, PairToFusionInputd, RestorePairColord
 
 RNG = np.random.default_rng(1)
 
@@ -43,60 +34,6 @@ def _green(h=8, w=10):
 
 
 # -- discovery ---------------------------------------------------------------------------------------------------------
-def test_pairs_by_stem_with_mixed_extensions_and_case(tmp_path):
-    a, b = tmp_path / "vi", tmp_path / "ir"
-    _save(a / "02.png", _grey()), _save(b / "02.png", _grey())
-    _save(a / "01.png", _grey()), _save(b / "01.bmp", _grey())
-    _save(a / "Road.JPG", _grey()), _save(b / "road.tif", _grey())
-    (a / "notes.txt").write_text("ignored")
-    items, errors = discover_pairs(a, b)
-    assert errors == []
-    assert [i["name"] for i in items] == ["01", "02", "Road"]
-    assert items[0] == {"name": "01", "a": str(a / "01.png"), "b": str(b / "01.bmp")}
-    assert items[2]["b"] == str(b / "road.tif")
-    assert ".tif" in IMAGE_EXTENSIONS and ".txt" not in IMAGE_EXTENSIONS
-
-
-def test_files_without_partner_are_errors_not_crashes(tmp_path):
-    a, b = tmp_path / "GFP", tmp_path / "PC"
-    _save(a / "001.bmp", _green()), _save(b / "001.bmp", _grey())
-    _save(a / "only_a.png", _green())
-    _save(b / "only_b.png", _grey())
-    items, errors = discover_pairs(a, b)
-    assert [i["name"] for i in items] == ["001"]
-    assert sorted(e.path for e in errors) == [str(a / "only_a.png"), str(b / "only_b.png")]
-    assert all(isinstance(e, FusionInputError) for e in errors)
-    assert "only_a" in str(errors[0]) or "only_a" in str(errors[1])
-
-
-def test_duplicate_stems_in_one_folder_are_reported(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    _save(a / "x.png", _grey()), _save(a / "x.bmp", _grey()), _save(b / "x.png", _grey())
-    items, errors = discover_pairs(a, b)
-    assert items == []
-    assert {e.path for e in errors if "several images" in str(e)} == {str(a / "x.png"), str(a / "x.bmp")}
-
-
-def test_missing_folder_raises(tmp_path):
-    with pytest.raises(FusionInputError, match="folder not found"):
-        discover_pairs(tmp_path / "nope", tmp_path)
-
-
-def test_datalist_replaces_folders(tmp_path):
-    _save(tmp_path / "imgs" / "v.png", _colour()), _save(tmp_path / "imgs" / "i.png", _grey())
-    datalist = tmp_path / "list.json"
-    datalist.write_text(json.dumps({"testing": [
-        {"a": "imgs/v.png", "b": "imgs/i.png", "name": "scene"},
-        {"a": "imgs/v.png", "b": "imgs/gone.png"},
-    ]}))
-    items, errors = discover_pairs(datalist=datalist)
-    imgs = tmp_path / "imgs"
-    assert items == [{"name": "scene", "a": str(imgs / "v.png"), "b": str(imgs / "i.png")}]
-    assert len(errors) == 1 and errors[0].path == str(tmp_path / "imgs" / "gone.png")
-    assert errors[0].study == "v"  # named after its A image
-
-
-# -- network input ------------------------------------------------------------------------------------------------------
 def _load(a_path, b_path, **kwargs):
     pipeline = Compose([LoadImagePaird(), PairToFusionInputd(**kwargs)])
     return pipeline({"name": "p", "a": str(a_path), "b": str(b_path)})
@@ -118,7 +55,7 @@ def test_identity_fusion_restores_the_original_colour_image(tmp_path):
     vis = _colour()
     data = _load(_save(tmp_path / "vi.png", vis), _save(tmp_path / "ir.png", _grey()), task="ir_vis")
     data["pred"] = data["image"][0:1]  # a "fusion" that returns the visible luma
-    rgb = RestorePairColourd()(data)["pred"]
+    rgb = RestorePairColord()(data)["pred"]
     assert rgb.shape == (3, 8, 10)
     np.testing.assert_allclose(rgb.numpy(), np.moveaxis(vis, -1, 0) / 255.0, atol=2e-3)
 
@@ -128,7 +65,7 @@ def test_gfp_pc_keeps_the_green_hue(tmp_path):
     data = _load(_save(tmp_path / "GFP.png", gfp), _save(tmp_path / "PC.png", pc), task="gfp_pc")
     assert data["colour_source"] == "a"
     data["pred"] = data["image"].mean(0, keepdim=True)  # fused luma mixes in phase contrast
-    rgb = RestorePairColourd()(data)["pred"]
+    rgb = RestorePairColord()(data)["pred"]
     fused_ycc = torch.as_tensor(rgb_to_ycbcr(rgb))
     # chroma (hue) is GFP's wherever the RGB result is not clipped; green is the dominant channel
     unclipped = ((rgb > 0.01) & (rgb < 0.99)).all(0)
@@ -139,13 +76,13 @@ def test_gfp_pc_keeps_the_green_hue(tmp_path):
 
 def test_grey_stored_as_rgb_counts_as_grey(tmp_path):
     grey_rgb = np.repeat(_grey()[..., None], 3, axis=-1)  # like TNO's IR images
-    assert not is_colour(np.moveaxis(grey_rgb, -1, 0) / 255.0)
-    assert is_colour(np.moveaxis(_colour(), -1, 0) / 255.0)
+    assert not is_color(np.moveaxis(grey_rgb, -1, 0) / 255.0)
+    assert is_color(np.moveaxis(_colour(), -1, 0) / 255.0)
     data = _load(_save(tmp_path / "a.png", _grey()), _save(tmp_path / "b.png", grey_rgb), task="auto")
     assert data["colour_source"] is None and "cbcr" not in data
     np.testing.assert_allclose(data["image"][1].numpy(), grey_rgb[..., 0] / 255.0, atol=1e-5)
     data["pred"] = data["image"][1:]
-    assert RestorePairColourd()(data)["pred"].shape == (1, 8, 10)  # grey stays grey
+    assert RestorePairColord()(data)["pred"].shape == (1, 8, 10)  # grey stays grey
 
 
 def test_auto_takes_colour_from_whichever_image_has_it(tmp_path):
@@ -183,3 +120,12 @@ def test_load_names_the_pair_and_file(tmp_path):
 def test_unknown_task_is_rejected():
     with pytest.raises(ValueError, match="task"):
         PairToFusionInputd(task="rgb")
+
+
+def test_array_transform_gives_the_same_input_as_its_dictionary_twin(tmp_path):
+    a, b = tmp_path / "vi.png", tmp_path / "ir.png"
+    _save(a, _colour())
+    _save(b, _grey())
+    d = _load(a, b, task="ir_vis")
+    image, cbcr, source = PairToFusionInput(task="ir_vis")(d["a"], d["b"])
+    assert source == "a" and torch.equal(image, d["image"]) and torch.equal(cbcr, d["cbcr"])

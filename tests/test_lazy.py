@@ -26,7 +26,7 @@ def test_pair_and_slice_fusion_import_without_simpleitk():
         "from fusionmamba_med.inference import PairFusionRunner, StudyFusionRunner\n"
         "from fusionmamba_med.transforms import Colormapd, PercentileNormalized, rgb_to_ycbcr\n"
         "from fusionmamba_med.networks import build_fusionmamba\n"
-        "import fusionmamba_med.data.pairs\n"
+        "import fusionmamba_med.transforms.pairs, fusionmamba_med.io.pairs\n"
         "print('ok')\n"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
