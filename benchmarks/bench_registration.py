@@ -20,7 +20,7 @@ import torch
 from monai.data import MetaTensor
 
 from fusionmamba_med.data import phantom
-from fusionmamba_med.data.sample_data import euler_transform_lps, grid_affine
+from fusionmamba_med.data.sample_medical import euler_transform_lps, grid_affine
 from fusionmamba_med.transforms.registration import (
     RegisterToFixed,
     rotation_angle_deg,

@@ -16,7 +16,7 @@ import tifffile
 from PIL import Image
 
 from fusionmamba_med.data import phantom as P
-from fusionmamba_med.data import sample_data as S
+from fusionmamba_med.data import sample_2d, sample_data, sample_medical
 from fusionmamba_med.io import default_modalities, discover_studies, load_volume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,14 +33,14 @@ OBLIQUE = {"study": "study02", "mri_tilt_deg": 10.0, "rotation_deg": (5.0, -2.0,
 @pytest.fixture(scope="module")
 def ct_study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ct")
-    S.make_medical_study(root, "ct_mri", patient_id="PHANTOM01", **SMALL_MR, **SMALL_CT)
+    sample_medical.make_medical_study(root, "ct_mri", patient_id="PHANTOM01", **SMALL_MR, **SMALL_CT)
     return root / "ct_mri" / "study01"
 
 
 @pytest.fixture(scope="module")
 def oblique_pet_study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pet")
-    S.make_medical_study(root, "pet_mri", patient_id="PHANTOM03", **OBLIQUE, **SMALL_MR, **SMALL_PET)
+    sample_medical.make_medical_study(root, "pet_mri", patient_id="PHANTOM03", **OBLIQUE, **SMALL_MR, **SMALL_PET)
     return root / "pet_mri" / "study02"
 
 
@@ -94,7 +94,7 @@ def test_study_layout_and_dicom_headers(ct_study):
 
 def test_generation_is_deterministic(tmp_path):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        S.make_medical_study(tmp_path / name, "ct_mri", seed=seed, **SMALL_MR, **SMALL_CT)
+        sample_medical.make_medical_study(tmp_path / name, "ct_mri", seed=seed, **SMALL_MR, **SMALL_CT)
     studies = {n: tmp_path / n / "ct_mri" / "study01" for n in "abc"}
     rel = sorted(p.relative_to(studies["a"]) for p in studies["a"].rglob("*") if p.is_file())
     assert rel == sorted(p.relative_to(studies["b"]) for p in studies["b"].rglob("*") if p.is_file())
@@ -108,8 +108,8 @@ def test_generation_is_deterministic(tmp_path):
 
 
 def test_rerun_replaces_the_series(tmp_path):
-    S.make_medical_study(tmp_path, "ct_mri", mri_shape=(40, 48, 14), mri_spacing=(5.0, 5.0, 9.0), **SMALL_CT)
-    S.make_medical_study(tmp_path, "ct_mri", **SMALL_MR, **SMALL_CT)  # fewer slices: no stale files left
+    sample_medical.make_medical_study(tmp_path, "ct_mri", mri_shape=(40, 48, 14), mri_spacing=(5.0, 5.0, 9.0), **SMALL_CT)
+    sample_medical.make_medical_study(tmp_path, "ct_mri", **SMALL_MR, **SMALL_CT)  # fewer slices: no stale files left
     assert len(list((tmp_path / "ct_mri" / "study01" / "MR").glob("*.dcm"))) == 12
     assert load_volume(tmp_path / "ct_mri" / "study01" / "MR").shape == (1, 40, 48, 12)
 
@@ -119,7 +119,7 @@ def test_geometry_is_the_intended_one(which, request):
     study: Path = request.getfixturevalue(which)
     truth = read_truth(study)
     tilt = OBLIQUE["mri_tilt_deg"] if which == "oblique_pet_study" else 0.0
-    intended = S.grid_affine(SMALL_MR["mri_shape"], SMALL_MR["mri_spacing"], (0.0, 0.0, 14.0), tilt)
+    intended = sample_medical.grid_affine(SMALL_MR["mri_shape"], SMALL_MR["mri_spacing"], (0.0, 0.0, 14.0), tilt)
     np.testing.assert_allclose(truth["fixed_affine_ras"], intended, atol=1e-9)
     mr = load_volume(study / "MR")
     assert tuple(mr.shape[1:]) == SMALL_MR["mri_shape"]
@@ -142,7 +142,7 @@ def test_geometry_is_the_intended_one(which, request):
 def test_ground_truth_matrices_are_consistent(oblique_pet_study):
     truth = read_truth(oblique_pet_study)
     m = np.asarray(truth["fixed_to_moving_lps"])
-    np.testing.assert_allclose(m, S.euler_transform_lps(OBLIQUE["rotation_deg"], OBLIQUE["translation_mm"]),
+    np.testing.assert_allclose(m, sample_medical.euler_transform_lps(OBLIQUE["rotation_deg"], OBLIQUE["translation_mm"]),
                                atol=1e-9)
     np.testing.assert_allclose(m @ np.asarray(truth["moving_to_fixed_lps"]), np.eye(4), atol=1e-9)
     np.testing.assert_allclose(truth["fixed_to_moving_ras"], FLIP @ m @ FLIP, atol=1e-9)
@@ -184,13 +184,13 @@ def test_resampling_with_the_ground_truth_aligns_ct_and_mri(ct_study):
 
 def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
-        S.make_medical_study(tmp_path, "ultrasound_mri")
+        sample_medical.make_medical_study(tmp_path, "ultrasound_mri")
 
 
 def test_ir_vis_pairs(tmp_path):
     sizes = ((40, 30), (33, 27))
-    files = S.make_ir_vis_pairs(tmp_path, sizes=sizes, seed=0)
-    S.make_ir_vis_pairs(tmp_path / "again", sizes=sizes, seed=0)
+    files = sample_2d.make_ir_vis_pairs(tmp_path, sizes=sizes, seed=0)
+    sample_2d.make_ir_vis_pairs(tmp_path / "again", sizes=sizes, seed=0)
     folder = tmp_path / "generic_2d" / "ir_vis"
     for n, size in enumerate(sizes, start=1):
         vi, ir = Image.open(folder / "vi" / f"{n:02d}.png"), Image.open(folder / "ir" / f"{n:02d}.png")
@@ -204,7 +204,7 @@ def test_ir_vis_pairs(tmp_path):
 
 
 def test_gfp_pc_pairs(tmp_path):
-    files = S.make_gfp_pc_pairs(tmp_path, sizes=((72, 64), (36, 44)), seed=0)
+    files = sample_2d.make_gfp_pc_pairs(tmp_path, sizes=((72, 64), (36, 44)), seed=0)
     folder = tmp_path / "generic_2d" / "gfp_pc"
     assert sorted(p.relative_to(folder).as_posix() for p in files) == [
         "GFP/001.png", "GFP/002.png", "PC/001.png", "PC/002.tif"]
@@ -232,8 +232,8 @@ def test_cli_passes_its_arguments(monkeypatch, tmp_path, capsys):
         f.write_text("x")
         return [f]
 
-    monkeypatch.setattr(S, "generate_sample_data", fake)
-    assert S.main(["--out", str(tmp_path / "sd"), "--seed", "7"]) == 0
+    monkeypatch.setattr(sample_data, "generate_sample_data", fake)
+    assert sample_data.main(["--out", str(tmp_path / "sd"), "--seed", "7"]) == 0
     assert seen == {"out": str(tmp_path / "sd"), "seed": 7}
     assert "wrote 1 files" in capsys.readouterr().out
 
@@ -247,7 +247,7 @@ shipped = pytest.mark.skipif(not SHIPPED.is_dir(), reason="no sample_data/ folde
 @shipped
 @pytest.mark.parametrize("task, n_studies", [("ct_mri", 1), ("pet_mri", 2), ("spect_mri", 1)])
 def test_shipped_medical_studies(task, n_studies):
-    moving_kind = S.TASKS[task]
+    moving_kind = sample_medical.TASKS[task]
     items, errors = discover_studies(SHIPPED / task, default_modalities(moving_kind))
     assert errors == [] and len(items) == n_studies
     for item in items:
