@@ -64,7 +64,7 @@ def test_train_then_resume(tmp_path):
     assert _column(out / "train_log.csv") == [1, 2, 3]
     assert _column(out / "val_log.csv") == [2]
 
-    # resume from inside the bundle folder (macros resolve through the configs/ symlinks) up to iteration 5
+    # resume from inside the bundle folder up to iteration 5
     proc, log = _run(["--config_file", "train.json", "--max_iterations", 5, "--resume", True, *args],
                      cwd=ROOT / "bundles" / "pet_mri")
     assert proc.returncode == 0, log[-3000:]
