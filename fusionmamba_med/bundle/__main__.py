@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{root} is not the fusionmamba-med checkout (no {CHECKOUT_MARKER}); pass --root")
         changed = sync(root, check=args.check)
         for path in changed:
-            print(f"{'differs' if args.check else 'updated'}: {path.relative_to(root)}")
+            state = ("a link" if path.is_symlink() else "differs") if args.check else "updated"
+            print(f"{state}: {path.relative_to(root)}")
         if args.check and changed:
             print(f"{len(changed)} bundle files differ from configs/: run python -m fusionmamba_med.bundle sync",
                   file=sys.stderr)

@@ -143,7 +143,7 @@ def test_metadata_declares_the_package_version_without_deprecated_keys():
             assert meta["bundle_name"] == bundle
 
 
-# -- pack ---------------------------------------------------------------------------------------------------------------
+# -- pack --------------------------------------------------------------------------------------------------------------
 def test_pack_holds_weights_configs_and_docs_but_no_outputs(tmp_path):
     copy = _copy_bundle("pet_mri", tmp_path / "src" / "pet_mri", weights=True)
     (copy / "eval" / "study01").mkdir(parents=True)

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 def _run(args, cwd=ROOT, launcher=("-m", "monai.bundle", "run")):
     cmd = [sys.executable, *launcher, *map(str, args)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1",  # this checkout's package, also inside
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return proc, proc.stdout + proc.stderr
 
