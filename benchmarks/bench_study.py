@@ -52,7 +52,8 @@ def main() -> None:
         if args.registration:
             overrides["registration_mode"] = args.registration
         t0 = time.perf_counter()
-        run(config_file=str(ROOT / "bundles" / args.bundle / "inference.json"), **overrides)
+        run(config_file=str(ROOT / "bundles" / args.bundle / "inference.json"),
+            bundle_root=str(ROOT / "bundles" / args.bundle), **overrides)
         wall = time.perf_counter() - t0
         summary = json.loads((Path(out) / "fusion_summary.json").read_text())
 

@@ -32,7 +32,8 @@ def _save(path, pixels):
 
 def _run(cwd, config, *overrides):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *map(str, overrides)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",  # this checkout's package, also from inside the bundle
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -37,7 +37,8 @@ def _run_bundle(bundle: str, out: Path, fmt: str, inside: bool) -> subprocess.Co
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--output_dir", str(out),
            "--output_format", fmt, "--progress", "False"]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore",  # this checkout's package, even inside
+                               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
 
 
 @pytest.fixture(scope="module", params=RUNS, ids=[f"{b}-{f}{'-inside' if i else ''}" for b, f, i in RUNS])

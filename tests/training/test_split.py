@@ -82,7 +82,7 @@ def test_bundle_defaults_find_the_harvard_pairs(monkeypatch):
     from monai.bundle import ConfigParser
 
     root = Path(__file__).resolve().parents[2]
-    monkeypatch.chdir(root)  # macros such as %configs/training.json#train are relative to the working directory
+    monkeypatch.chdir(root)
     monkeypatch.delenv("FUSIONMAMBA_DATA", raising=False)
     for bundle, label in (("ct_mri", "CT-MRI"), ("pet_mri", "PET-MRI"), ("spect_mri", "SPECT-MRI")):
         parser = ConfigParser()

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 def _run(args, cwd=ROOT, launcher=("-m", "monai.bundle", "run")):
     cmd = [sys.executable, *launcher, *map(str, args)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1",  # this checkout's package, also inside
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return proc, proc.stdout + proc.stderr
 
@@ -64,7 +65,7 @@ def test_train_then_resume(tmp_path):
     assert _column(out / "train_log.csv") == [1, 2, 3]
     assert _column(out / "val_log.csv") == [2]
 
-    # resume from inside the bundle folder (macros resolve through the configs/ symlinks) up to iteration 5
+    # resume from inside the bundle folder up to iteration 5
     proc, log = _run(["--config_file", "train.json", "--max_iterations", 5, "--resume", True, *args],
                      cwd=ROOT / "bundles" / "pet_mri")
     assert proc.returncode == 0, log[-3000:]
