@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 def lazy_getattr(package: str, exports: Mapping[str, str]) -> Callable[[str], object]:
     """A module ``__getattr__`` for ``package``: ``exports`` maps a public name to the submodule defining it; any
     other name that is a submodule (``package.name``) is imported and returned, so config expressions such as
-    ``$fusionmamba_med.data.pairs.discover_pairs`` work after a plain ``import fusionmamba_med``."""
+    ``$fusionmamba_med.io.pairs.discover_pairs`` work after a plain ``import fusionmamba_med``."""
 
     def __getattr__(name: str):
         if name in exports:
