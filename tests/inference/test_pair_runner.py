@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from fusionmamba_med.data.pairs import discover_pairs
-from fusionmamba_med.inference.pair_runner import PairFusionRunner, load_network
+from fusionmamba_med.inference.pair_runner import PairFusionRunner
+from fusionmamba_med.networks.fusionmamba import load_network
 from fusionmamba_med.io.images2d import read_image2d
 
 RNG = np.random.default_rng(2)
@@ -194,7 +195,7 @@ def test_12bit_microscopy_pairs_keep_their_range_with_data_scaling(tmp_path):
         net = MeanFusion()
         transform = Compose([LoadImagePaird(sixteen_bit_range=scaling), PairToFusionInputd(task="gfp_pc")])
         pairs, errors = discover_pairs(gfp, pc)
-        summary = PairFusionRunner(pairs, errors, net, tmp_path / scaling, transform=transform, task="gfp_pc",
+        summary = PairFusionRunner(pairs, errors, net, tmp_path / scaling, preprocessing=transform, task="gfp_pc",
                                    progress=False).run()
         seen[scaling] = net
         raw = np.asarray(Image.open(tmp_path / scaling / "cell.png"))
