@@ -104,7 +104,8 @@ def test_a_failing_item_does_not_stop_the_others_whatever_the_stage(tmp_path, ca
     assert status["ok1"]["status"] == status["ok2"]["status"] == "fused"
     # the root cause, naming the item (and the file for input errors), not MONAI's wrapper
     assert "header" in status["header"]["reason"] and "header.png" in status["header"]["reason"]
-    assert "truncated.png" in status["truncated"]["reason"] and "applying transform" not in status["truncated"]["reason"]
+    truncated = status["truncated"]["reason"]
+    assert "truncated.png" in truncated and "applying transform" not in truncated
     assert status["negative"]["reason"] == "number 'negative': RuntimeError: negative input"
     assert status["full"]["reason"] == "number 'full': OSError: disk full"
     assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["ok1.txt", "ok2.txt"]
