@@ -29,7 +29,7 @@ def measure(shape: str, slice_batch_size: int, device: str, amp: bool, backend: 
     import torch
     from monai.inferers import SliceInferer
 
-    from fusionmamba_med.inference.runner import StudyFusionRunner
+    from fusionmamba_med.inference.study_runner import StudyFusionRunner
     from fusionmamba_med.networks import build_fusionmamba, load_weights
     from fusionmamba_med.ops import resolve_backend
 

@@ -40,7 +40,7 @@ import numpy as np
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.atomic import atomic_path
 
-__all__ = ["read_image2d", "write_image2d", "output_extension", "image_size2d", "TIFF_EXTENSIONS"]
+__all__ = ["read_image2d", "write_image2d", "output_extension", "image_size2d", "ImagePairWriter", "TIFF_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +234,77 @@ def write_image2d(path: str | os.PathLike, array, bit_depth: int = 8, full_scale
 
             Image.fromarray(pixels).save(tmp, format=_PIL_FORMATS[ext])
     return path
+
+
+class ImagePairWriter:
+    """Write fused 2D pairs as ``<output_dir>/<safe name>.png`` (``.tif`` for 16-bit RGB), shaped like
+    :class:`fusionmamba_med.io.writers.FusedVolumeWriter` (``output_path``, ``exists``, ``overwrite``, never over an
+    input).
+
+    Args:
+        output_dir: where the images go (created on the first write).
+        overwrite: existing output: ``"skip"`` (keep it, write nothing), ``"overwrite"`` (replace it atomically) or
+            ``"error"`` (raise :class:`FusionInputError`).
+        output_bit_depth: ``"auto"`` (16 if either input is 16-bit, else 8), 8 or 16; see :meth:`bit_depth_and_scale`.
+    """
+
+    EXTENSIONS = (".png", ".tif")
+
+    def __init__(self, output_dir: str | os.PathLike, overwrite: str = "skip", output_bit_depth: str | int = "auto"):
+        from fusionmamba_med.io.writers import OVERWRITE_POLICIES
+
+        if overwrite not in OVERWRITE_POLICIES:
+            raise ValueError(f"overwrite must be one of {OVERWRITE_POLICIES}, not {overwrite!r}")
+        if output_bit_depth not in ("auto", 8, 16):
+            raise ValueError(f"output_bit_depth must be 'auto', 8 or 16, not {output_bit_depth!r}")
+        self.output_dir = Path(output_dir)
+        self.overwrite = overwrite
+        self.output_bit_depth = output_bit_depth
+
+    def output_path(self, name: str, channels: int = 1, bit_depth: int = 8) -> Path:
+        """Final path of ``name``'s output for an image of ``channels`` at ``bit_depth``."""
+        from fusionmamba_med.io.naming import safe_name
+
+        return self.output_dir / f"{safe_name(name)}{output_extension(int(channels), int(bit_depth))}"
+
+    def existing(self, name: str) -> Path | None:
+        """The output already written for ``name`` (``.png`` or ``.tif``), if any."""
+        from fusionmamba_med.io.naming import safe_name
+
+        for ext in self.EXTENSIONS:
+            path = self.output_dir / f"{safe_name(name)}{ext}"
+            if path.exists():
+                return path
+        return None
+
+    def exists(self, name: str) -> bool:
+        return self.existing(name) is not None
+
+    def bit_depth_and_scale(self, input_infos) -> tuple[int, int]:
+        """Output bit depth and full scale (the pixel value of 1.0) from the inputs' ``read_image2d`` infos: 255 for
+        8-bit output; for 16-bit output the largest full scale of the 16-bit inputs (65535, or e.g. 4095 when 12-bit
+        inputs were read with ``sixteen_bit_range="data"``), so the result keeps their units."""
+        infos = [i for i in input_infos if isinstance(i, dict)]
+        depth = 16 if any(i.get("bit_depth") == 16 for i in infos) else 8
+        if self.output_bit_depth != "auto":
+            depth = int(self.output_bit_depth)
+        if depth != 16:
+            return depth, 255
+        scales = [int(i["full_scale"]) for i in infos if i.get("bit_depth") == 16 and i.get("full_scale")]
+        return 16, max(scales, default=65535)
+
+    def __call__(self, fused, name: str, bit_depth: int = 8, full_scale: int | None = None,
+                 input_paths=()) -> Path:
+        """Write ``fused`` ((1 | 3, H, W) in [0, 1]) for ``name`` and return the path written."""
+        path = self.output_path(name, int(fused.shape[0]), bit_depth)
+        inputs = {os.path.realpath(str(p)) for p in input_paths if p}
+        if os.path.realpath(path) in inputs:
+            raise FusionInputError("the output would overwrite an input image; choose another output_dir",
+                                   study=name, path=path)
+        existing = self.existing(name)
+        if existing is not None and self.overwrite == "skip":
+            logger.info("pair '%s': output exists, skipped: %s", name, existing)
+            return existing
+        if existing is not None and self.overwrite == "error":
+            raise FusionInputError("output exists (overwrite='error')", study=name, path=existing)
+        return write_image2d(path, fused, bit_depth=bit_depth, full_scale=full_scale)

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from fusionmamba_med.data.pairs import discover_pairs
-from fusionmamba_med.inference.pair_runner import PairFusionRunner, load_network
+from fusionmamba_med.inference.pair_runner import PairFusionRunner
+from fusionmamba_med.networks.fusionmamba import load_network
 from fusionmamba_med.io.images2d import read_image2d
 
 RNG = np.random.default_rng(2)
@@ -152,6 +153,26 @@ def test_output_names_are_safe_and_inputs_are_never_overwritten(tmp_path):
     assert (vi / "g2.png").read_bytes() == before
 
 
+def test_old_keyword_transform_still_works_and_a_writer_can_be_given(tmp_path):
+    from monai.transforms import Compose
+
+    from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd
+    from fusionmamba_med.io.images2d import ImagePairWriter
+
+    vi, ir = _dataset(tmp_path)
+    pairs, errors = discover_pairs(vi, ir)
+    transform = Compose([LoadImagePaird(), PairToFusionInputd(task="ir_vis")])
+    with pytest.warns(DeprecationWarning, match="preprocessing"):
+        runner = PairFusionRunner(pairs, errors, MeanFusion(), transform=transform, progress=False,
+                                  writer=ImagePairWriter(tmp_path / "out", output_bit_depth=16))
+    assert runner.preprocessing is transform and runner.transform is transform
+    summary = runner.run()
+    assert summary["fused"] == 4 and summary["output_dir"] == str(tmp_path / "out")
+    assert read_image2d(tmp_path / "out" / "g1.png")[1]["bit_depth"] == 16
+    with pytest.raises(TypeError):
+        PairFusionRunner(pairs, errors, MeanFusion(), tmp_path, transform=transform, preprocessing=transform)
+
+
 def test_real_network_on_a_40x52_pair(tmp_path):
     from fusionmamba_med.networks import build_fusionmamba
 
@@ -194,7 +215,7 @@ def test_12bit_microscopy_pairs_keep_their_range_with_data_scaling(tmp_path):
         net = MeanFusion()
         transform = Compose([LoadImagePaird(sixteen_bit_range=scaling), PairToFusionInputd(task="gfp_pc")])
         pairs, errors = discover_pairs(gfp, pc)
-        summary = PairFusionRunner(pairs, errors, net, tmp_path / scaling, transform=transform, task="gfp_pc",
+        summary = PairFusionRunner(pairs, errors, net, tmp_path / scaling, preprocessing=transform, task="gfp_pc",
                                    progress=False).run()
         seen[scaling] = net
         raw = np.asarray(Image.open(tmp_path / scaling / "cell.png"))

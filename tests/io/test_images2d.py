@@ -188,3 +188,25 @@ def test_8bit_images_ignore_the_16bit_range(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "small.png")
     data, info = read_image2d(tmp_path / "small.png", sixteen_bit_range="data")
     assert info["full_scale"] == 255 and data.max() == pytest.approx(119 / 255)
+
+
+def test_image_pair_writer_names_policies_and_inputs(tmp_path):
+    from fusionmamba_med.io.images2d import ImagePairWriter
+
+    fused = np.full((3, 4, 5), 0.5, np.float32)
+    writer = ImagePairWriter(tmp_path, overwrite="error", output_bit_depth="auto")
+    assert writer.output_path("../a b", 3, 16) == tmp_path / "a_b.tif" and not writer.exists("a_b")
+    depth, scale = writer.bit_depth_and_scale([{"bit_depth": 16, "full_scale": 4095}, {"bit_depth": 8}, None])
+    assert (depth, scale) == (16, 4095)
+    path = writer(fused, "a_b", bit_depth=depth, full_scale=scale)
+    assert path == tmp_path / "a_b.tif" and writer.existing("a_b") == path
+    with pytest.raises(FusionInputError, match="overwrite='error'"):
+        writer(fused, "a_b", bit_depth=depth, full_scale=scale)
+    src = write_image2d(tmp_path / "in.png", fused[:1])
+    with pytest.raises(FusionInputError, match="overwrite an input"):
+        ImagePairWriter(tmp_path, overwrite="overwrite")(fused[:1], "in", input_paths=[src])
+    assert ImagePairWriter(tmp_path, output_bit_depth=8).bit_depth_and_scale([{"bit_depth": 16}]) == (8, 255)
+    with pytest.raises(ValueError):
+        ImagePairWriter(tmp_path, overwrite="sometimes")
+    with pytest.raises(ValueError):
+        ImagePairWriter(tmp_path, output_bit_depth=12)

@@ -11,7 +11,8 @@ from monai.inferers import SliceInferer
 from monai.transforms import ConcatItemsd
 
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.inference.runner import StudyFusionRunner, partition
+from fusionmamba_med.inference.batch import partition
+from fusionmamba_med.inference.study_runner import StudyFusionRunner
 from fusionmamba_med.io import FusedVolumeWriter, load_volume
 
 AFFINE = np.array([[0.0, 0.0, 2.5, -30.0], [-1.2, 0.0, 0.0, 20.0], [0.0, 1.1, 0.0, -15.0], [0, 0, 0, 1]])
