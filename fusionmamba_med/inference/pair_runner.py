@@ -1,9 +1,9 @@
 """Batch fusion of 2D image pairs (IR-VIS, GFP-PC, ...) at native resolution.
 
-Pairs (``{"name", "a", "b"}`` from :func:`fusionmamba_med.data.pairs.discover_pairs`) are loaded and turned into the
+Pairs (``{"name", "a", "b"}`` from :func:`fusionmamba_med.io.pairs.discover_pairs`) are loaded and turned into the
 network input by ``preprocessing`` (default: ``LoadImagePaird`` + ``PairToFusionInputd``), grouped by image size into
 batches (never resized: the network pads internally to its stride), fused under ``torch.inference_mode``, given back
-their colour (``RestorePairColourd``) and written as ``<output_dir>/<safe name>.png`` (``.tif`` for 16-bit RGB, see
+their colour (``RestorePairColord``) and written as ``<output_dir>/<safe name>.png`` (``.tif`` for 16-bit RGB, see
 :mod:`fusionmamba_med.io.images2d`) with the inputs' bit depth. A pair that fails is recorded with its reason (the bad
 file named) and the run goes on; a JSON summary (fused / skipped / failed) is written to
 ``<output_dir>/fusion_summary.json`` and the run ends with ``SystemExit`` when any pair failed.
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, apply_transform
 
-from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColourd
+from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColord
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.batch import BatchRunner, stage
 from fusionmamba_med.inference.forward import run_network
@@ -51,7 +51,7 @@ class PairFusionRunner(BatchRunner):
         summary_path: default ``<output_dir>/fusion_summary.json``.
         fail_on_error: end with ``SystemExit`` when any pair failed.
         task, resize: for the default preprocessing (see :class:`PairToFusionInputd`).
-        postprocessing: dict transform applied after ``pred`` (1, H, W) is set; default ``RestorePairColourd()``.
+        postprocessing: dict transform applied after ``pred`` (1, H, W) is set; default ``RestorePairColord()``.
         inferer: ``(images, network) -> pred`` (e.g. ``monai.inferers.SimpleInferer()``); default: ``network(images)``.
             Whole images only: a patch-wise inferer would change the result of the global-context network.
         writer: default ``ImagePairWriter(output_dir, overwrite, output_bit_depth)``
@@ -108,7 +108,7 @@ class PairFusionRunner(BatchRunner):
         self.batch_size = int(batch_size)
         self.amp = amp
         self.preprocessing = preprocessing or Compose([LoadImagePaird(), PairToFusionInputd(task=task, resize=resize)])
-        self.postprocessing = postprocessing or RestorePairColourd()
+        self.postprocessing = postprocessing or RestorePairColord()
         self.inferer = inferer
 
     @property

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = ["qa_montage", "save_qa_montage"]
 
@@ -62,8 +63,7 @@ def qa_montage(columns: Sequence, titles: Sequence[str], n_slices: int = 4, weig
 def save_qa_montage(path: str | Path, columns: Sequence, titles: Sequence[str], n_slices: int = 4) -> Path:
     """Write :func:`qa_montage` to ``path`` atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    qa_montage(columns, titles, n_slices).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    image = qa_montage(columns, titles, n_slices)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path

@@ -8,7 +8,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from fusionmamba_med.data.pairs import discover_pairs
+from fusionmamba_med.io.pairs import discover_pairs
 from fusionmamba_med.inference.pair_runner import PairFusionRunner
 from fusionmamba_med.networks.fusionmamba import load_network
 from fusionmamba_med.io.images2d import read_image2d
@@ -156,7 +156,7 @@ def test_output_names_are_safe_and_inputs_are_never_overwritten(tmp_path):
 def test_old_keyword_transform_still_works_and_a_writer_can_be_given(tmp_path):
     from monai.transforms import Compose
 
-    from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd
+    from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd
     from fusionmamba_med.io.images2d import ImagePairWriter
 
     vi, ir = _dataset(tmp_path)
@@ -205,7 +205,7 @@ def test_12bit_microscopy_pairs_keep_their_range_with_data_scaling(tmp_path):
     the fused 16-bit output is in the inputs' 12-bit units; by the container the network sees the pair 16x darker."""
     from monai.transforms import Compose
 
-    from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd
+    from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd
 
     gfp, pc = tmp_path / "GFP", tmp_path / "PC"
     _save(gfp / "cell.png", RNG.integers(1000, 4096, (12, 16), dtype=np.uint16))
