@@ -9,11 +9,11 @@ files. A bundle inside the project checkout must be in sync with the shared conf
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 from fusionmamba_med.bundle import bundle_name, project_root
+from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = ["EXCLUDED_DIRS", "bundle_files", "pack_bundle"]
 
@@ -69,15 +69,7 @@ def pack_bundle(folder: str | Path, out: str | Path | None = None) -> Path:
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     files = [f for f in bundle_files(folder) if (folder / f).resolve() != out]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for rel in files:
-                zf.write(folder / rel, arcname=f"{name}/{rel.as_posix()}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for rel in files:
+            zf.write(folder / rel, arcname=f"{name}/{rel.as_posix()}")
     return out

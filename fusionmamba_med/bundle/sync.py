@@ -21,11 +21,11 @@ test ``tests/bundles/test_standalone_bundles.py`` does.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = ["BUNDLES", "MEDICAL", "ENTRY_POINTS", "expected_files", "package_version", "stale_files", "sync"]
 
@@ -120,15 +120,8 @@ def _differs(path: Path, text: str) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # replaces a symlink itself, never its target
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # the rename replaces a symlink itself, never its target
+        tmp.write_text(text, encoding="utf-8")
 
 
 def sync(root: str | Path, bundles: Iterable[str] = BUNDLES, check: bool = False) -> list[Path]:
