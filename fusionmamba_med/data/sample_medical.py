@@ -15,6 +15,7 @@ import numpy as np
 
 from fusionmamba_med.data import phantom as ph
 from fusionmamba_med.io.atomic import atomic_path
+from fusionmamba_med.io.dicom_write import set_image_plane
 from fusionmamba_med.io.geometry import LPS_RAS_FLIP, ras_affine_to_lps_geometry
 
 __all__ = [
@@ -189,7 +190,6 @@ def write_mr_series(folder: str | Path, volume: np.ndarray, affine_ras: np.ndarr
     study_uid, series_uid, for_uid = (_uid(*uid_seed, what) for what in ("study", "series", "frame_of_reference"))
     files = []
     for k in range(nz):
-        ipp = lps[:3, 3] + k * lps[:3, 2]
         sop_uid = _uid(*uid_seed, "instance", k)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
@@ -218,8 +218,6 @@ def write_mr_series(folder: str | Path, volume: np.ndarray, affine_ras: np.ndarr
         ds.SequenceVariant = "SP"
         ds.ScanOptions = ""
         ds.MRAcquisitionType = "2D"
-        ds.SliceThickness = _ds(spacing[2])
-        ds.SpacingBetweenSlices = _ds(spacing[2])
         ds.RepetitionTime = "450"
         ds.EchoTime = "10"
         ds.MagneticFieldStrength = "3"
@@ -229,15 +227,12 @@ def write_mr_series(folder: str | Path, volume: np.ndarray, affine_ras: np.ndarr
         ds.StudyID = "1"
         ds.SeriesNumber = 3
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [_ds(v) for v in ipp]
-        ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
+        set_image_plane(ds, affine_ras, k)
         ds.FrameOfReferenceUID = for_uid
         ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = _ds(float(ipp @ normal))
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = ny, nx
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (along j), column spacing (along i)
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.WindowCenter, ds.WindowWidth = "450", "900"
         ds.RescaleIntercept = "0"

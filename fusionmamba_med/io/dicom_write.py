@@ -39,7 +39,7 @@ import numpy as np
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.geometry import LPS_RAS_FLIP, ras_affine_to_lps_geometry
 
-__all__ = ["DicomSeriesWriter", "FUSED_DICOM_MAX", "to_rgb_uint8"]
+__all__ = ["DicomSeriesWriter", "FUSED_DICOM_MAX", "set_image_plane", "to_rgb_uint8"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,20 @@ def _little_endian_copy(ds):
 
 def _save_dataset(ds, path: Path) -> None:
     ds.save_as(str(path), enforce_file_format=True)
+
+
+def set_image_plane(ds, affine_ras: np.ndarray, k: int) -> None:
+    """Set the Image Plane attributes of slice ``k`` of a grid with voxel -> RAS ``affine_ras`` on ``ds``:
+    ImagePositionPatient, ImageOrientationPatient (voxel axes 0 and 1 in LPS), PixelSpacing (row spacing = axis 1,
+    column spacing = axis 0), SliceThickness, SpacingBetweenSlices and SliceLocation (along row x column)."""
+    spacing, direction, _ = ras_affine_to_lps_geometry(affine_ras)
+    ipp = (LPS_RAS_FLIP @ np.asarray(affine_ras, dtype=np.float64)) @ np.array([0.0, 0.0, float(k), 1.0])
+    ds.ImagePositionPatient = [_ds_str(v) for v in ipp[:3]]
+    ds.ImageOrientationPatient = [_ds_str(v) for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [_ds_str(spacing[1]), _ds_str(spacing[0])]
+    ds.SliceThickness = _ds_str(spacing[2])
+    ds.SpacingBetweenSlices = _ds_str(spacing[2])
+    ds.SliceLocation = _ds_str(float(np.dot(ipp[:3], np.cross(direction[:, 0], direction[:, 1]))))
 
 
 def to_rgb_uint8(vol: np.ndarray) -> np.ndarray:
@@ -362,13 +376,10 @@ class DicomSeriesWriter:
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.uid import generate_uid
 
-        spacing, direction, origin = ras_affine_to_lps_geometry(affine)
-        lps = LPS_RAS_FLIP @ affine
         entropy = [f"fusionmamba:{os.path.abspath(source)}"] if source else None
         study_uid = generate_uid(entropy_srcs=[*entropy, "study"]) if entropy else generate_uid()
         for_uid = generate_uid(entropy_srcs=[*entropy, "frame-of-reference"]) if entropy else generate_uid()
         nz = pixels.shape[3]
-        iop = [_ds_str(v) for v in (*direction[:, 0], *direction[:, 1])]
         for k in range(nz):
             ds = Dataset()
             ds.file_meta = FileMetaDataset()
@@ -393,13 +404,7 @@ class DicomSeriesWriter:
                 ds.EchoTime = ds.RepetitionTime = ds.EchoTrainLength = ""
             ds.PatientPosition = ""
             ds.Laterality = ""  # Type 2C (paired body part); unknown here
-            ipp = lps @ np.array([0.0, 0.0, float(k), 1.0])
-            ds.ImagePositionPatient = [_ds_str(v) for v in ipp[:3]]
-            ds.ImageOrientationPatient = iop
-            ds.PixelSpacing = [_ds_str(spacing[1]), _ds_str(spacing[0])]  # row spacing (y), column spacing (x)
-            ds.SliceThickness = _ds_str(spacing[2])
-            ds.SpacingBetweenSlices = _ds_str(spacing[2])
-            ds.SliceLocation = _ds_str(float(np.dot(ipp[:3], np.cross(direction[:, 0], direction[:, 1]))))
+            set_image_plane(ds, affine, k)
             self._set_series(ds, common, k, None)
             self._set_pixels(ds, self._slice(pixels, k), common)
             _save_dataset(ds, folder / f"{k + 1:0{width}d}.dcm")
