@@ -17,7 +17,7 @@ import pytest
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.loading import load_volume
-from tests.io._synth import oblique_iop, phantom, write_dicom_series
+from tests.synthetic import index_volume, oblique_iop, write_dicom_series
 
 QA = Path(__file__).resolve().parents[2] / ".." / "shared" / "dicom_qa" / "series"
 DCM2NIIX = shutil.which("dcm2niix")
@@ -145,7 +145,7 @@ def test_one_mosaic_volume_of_a_4d_series_unpacks_as_dcm2niix(name, tmp_path):
     ["pet-per-slice-rescale", "ct-mixed-intercepts", "oblique", "feet-first", "single-slice"],
 )
 def test_generated_series_load_as_dcm2niix(kind, tmp_path):
-    vol = phantom(nz=6)
+    vol = index_volume(nz=6)
     kwargs: dict = {}
     if kind == "pet-per-slice-rescale":
         vol = (vol.astype(np.int32) * 50 + 2000).clip(-32768, 32767).astype(np.int16)
@@ -157,7 +157,7 @@ def test_generated_series_load_as_dcm2niix(kind, tmp_path):
     elif kind == "feet-first":  # slices stacked the other way round: the normal points to the feet
         kwargs = {"iop": ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0))}
     elif kind == "single-slice":
-        vol = phantom(nz=1)
+        vol = index_volume(nz=1)
         kwargs = {"spacing": (0.8, 0.9, 3.5)}
     write_dicom_series(tmp_path / "series", vol=vol, **kwargs)
     img = load_volume(tmp_path / "series")

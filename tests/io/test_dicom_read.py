@@ -14,7 +14,7 @@ import pytest
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.dicom_read import DicomSeriesReader, check_dicom_series, read_dicom_series
 from fusionmamba_med.io.loading import load_volume
-from tests.io._synth import phantom, truncate_file, write_dicom_series
+from tests.synthetic import index_volume, truncate_file, write_dicom_series
 
 
 def _pydicom_values(path) -> np.ndarray:
@@ -31,7 +31,7 @@ def _assert_slices_match_pydicom(img, files) -> None:
 
 def _pet_counts(nz: int = 6) -> np.ndarray:
     """int16 stored values near the top of the range (so a wrong cast or wrap shows)."""
-    return (phantom(nz=nz).astype(np.int32) * 50 + 2000).clip(-32768, 32767).astype(np.int16)
+    return (index_volume(nz=nz).astype(np.int32) * 50 + 2000).clip(-32768, 32767).astype(np.int16)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_uniform_integral_slope_above_int16(tmp_path):
 
 
 def test_ct_mixed_intercepts(tmp_path):
-    vol = phantom(nz=6)
+    vol = index_volume(nz=6)
     info = write_dicom_series(tmp_path / "ct", vol=vol, intercept=[-1024, -1024, -1000, 0, -1024, -1024.5],
                               modality="CT")
     img = load_volume(tmp_path / "ct")

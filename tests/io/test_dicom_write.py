@@ -26,7 +26,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from fusionmamba_med.io.loading import load_volume
 from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
 from fusionmamba_med.io.writers import FusedVolumeWriter
-from tests.io._synth import oblique_iop, phantom, write_dicom_series
+from tests.synthetic import index_volume, oblique_iop, write_dicom_series
 
 SOURCES = ["dicom_le", "dicom_be", "dicom_implicit", "dicom_rle", "nifti"]
 STEP = 1.0 / 4095
@@ -83,7 +83,7 @@ def _make_source(tmp_path: Path, kind: str, vol=None, spacing=(0.8, 0.9, 2.5)) -
         lps[:3, 2], lps[:3, 3] = np.cross(row, col) * spacing[2], (5.0, -7.5, 20.0)
         path = tmp_path / "ref" / "mri.nii.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = phantom() if vol is None else vol
+        data = index_volume() if vol is None else vol
         nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps), str(path))
         return load_volume(path), []
     info = write_dicom_series(tmp_path / "ref" / "MR_le", vol=vol, spacing=spacing, iop=oblique_iop(),
@@ -150,7 +150,7 @@ def test_dcm2pnm_renders_a_smooth_fused_slice_with_many_grey_levels(tmp_path, ki
     dcm2pnm = _tool("dcm2pnm")
     from PIL import Image
 
-    ref, _ = _make_source(tmp_path, kind, vol=phantom(64, 64, 3), spacing=(1.0, 1.0, 2.0))
+    ref, _ = _make_source(tmp_path, kind, vol=index_volume(64, 64, 3), spacing=(1.0, 1.0, 2.0))
     out = FusedVolumeWriter(tmp_path / "out", "dicom")(_gradient(ref), ref, "s")
     png = tmp_path / "slice.png"
     # +Wi 1: the first VOI window stored in the file (as a viewer opens it); +on: 8-bit PNG
@@ -244,7 +244,7 @@ def test_patient_orientation_of_rgb_series(tmp_path):
     ras = np.diag([-1.0, -1.0, 2.0, 1.0])  # LPS identity directions: rows run to L, columns to P
     path = tmp_path / "ref" / "mri.nii.gz"
     path.parent.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(phantom().astype(np.float32), ras), str(path))
+    nib.save(nib.Nifti1Image(index_volume().astype(np.float32), ras), str(path))
     ref = load_volume(path)
     out = FusedVolumeWriter(tmp_path / "out", "dicom")(_rgb(_gradient(ref)), ref, "c")
     ds = pydicom.dcmread(_files(out)[0], stop_before_pixels=True)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io import load_volume
 
-from ._synth import write_dicom_series
+from tests.synthetic import write_dicom_series
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -12,7 +12,7 @@ import torch
 import fusionmamba_med.io.loading as loading
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.loading import LoadStudyd, load_volume
-from tests.io._synth import phantom, ras_affine, truncate_file, write_dicom_series
+from tests.synthetic import index_volume, series_ras_affine, truncate_file, write_dicom_series
 
 
 def _save_nifti(path, data, affine):
@@ -27,7 +27,7 @@ def test_load_dicom_series(which, request):
     folder = Path(info["files"][0]).parent
     img = load_volume(folder, study="p01")
     assert tuple(img.shape) == (1, 24, 20, 6) and img.dtype == torch.float32
-    np.testing.assert_allclose(img.affine.numpy(), ras_affine(info), atol=1e-4)
+    np.testing.assert_allclose(img.affine.numpy(), series_ras_affine(info), atol=1e-4)
     np.testing.assert_array_equal(img[0].numpy(), info["vol"])
     # the writer's keys: files sorted along the slice axis (index k = slice k), source folder
     assert img.meta["dicom_files"] == [os.path.abspath(f) for f in info["files"]]
@@ -38,13 +38,13 @@ def test_load_dicom_series(which, request):
 def test_load_single_dicom_file_loads_its_series(oblique_series):
     img = load_volume(oblique_series["files"][3])
     assert tuple(img.shape) == (1, 24, 20, 6)
-    np.testing.assert_allclose(img.affine.numpy(), ras_affine(oblique_series), atol=1e-4)
+    np.testing.assert_allclose(img.affine.numpy(), series_ras_affine(oblique_series), atol=1e-4)
 
 
 def test_multi_series_folder(tmp_path):
     a = write_dicom_series(tmp_path / "mixed", description="T1 AX", name_prefix="A")
     b = write_dicom_series(tmp_path / "mixed", description="T2 AX", series_number=4, name_prefix="B",
-                           vol=phantom(seed=1) + 7)
+                           vol=index_volume(seed=1) + 7)
     with pytest.raises(FusionInputError) as exc:
         load_volume(tmp_path / "mixed", study="p09")
     msg = str(exc.value)
@@ -141,7 +141,7 @@ def test_rgb_and_multiframe_dicom_rejected(axial_series):
 
 
 def test_single_slice_series_loads(tmp_path):
-    info = write_dicom_series(tmp_path / "one", vol=phantom(nz=1))
+    info = write_dicom_series(tmp_path / "one", vol=index_volume(nz=1))
     img = load_volume(tmp_path / "one")
     assert tuple(img.shape) == (1, 24, 20, 1)
     np.testing.assert_array_equal(img[0].numpy(), info["vol"])
@@ -260,7 +260,7 @@ def test_load_studyd_wraps_other_errors(monkeypatch, tmp_path):
 
 
 def test_lone_truncated_dicom_file_is_named_as_truncated(tmp_path):
-    info = write_dicom_series(tmp_path / "one", vol=phantom(nz=1))
+    info = write_dicom_series(tmp_path / "one", vol=index_volume(nz=1))
     truncate_file(info["files"][0], -300)
     with pytest.raises(FusionInputError, match="truncated DICOM file: pixel data needs") as exc:
         load_volume(tmp_path / "one", study="s1")
@@ -268,7 +268,7 @@ def test_lone_truncated_dicom_file_is_named_as_truncated(tmp_path):
 
 
 def test_rt_dose_is_refused_saying_what_it_is(tmp_path):
-    info = write_dicom_series(tmp_path / "dose", vol=phantom(nz=1))
+    info = write_dicom_series(tmp_path / "dose", vol=index_volume(nz=1))
     ds = pydicom.dcmread(info["files"][0])
     ds.Modality, ds.SOPClassUID = "RTDOSE", "1.2.840.10008.5.1.4.1.1.481.2"
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -281,7 +281,7 @@ def test_rt_dose_is_refused_saying_what_it_is(tmp_path):
 
 
 def test_mosaic_without_its_layout_is_refused_naming_the_mosaic(tmp_path):
-    info = write_dicom_series(tmp_path / "mosaic", vol=phantom(nz=1))
+    info = write_dicom_series(tmp_path / "mosaic", vol=index_volume(nz=1))
     ds = pydicom.dcmread(info["files"][0])
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]  # no Siemens CSA header: the tile count is unknown
     ds.save_as(info["files"][0])
@@ -291,7 +291,7 @@ def test_mosaic_without_its_layout_is_refused_naming_the_mosaic(tmp_path):
 
 
 def test_two_file_mosaic_is_called_4d_not_same_position(tmp_path):
-    info = write_dicom_series(tmp_path / "mosaic", vol=phantom(nz=2), z_positions=[0.0, 0.0])
+    info = write_dicom_series(tmp_path / "mosaic", vol=index_volume(nz=2), z_positions=[0.0, 0.0])
     for f in info["files"]:
         ds = pydicom.dcmread(f)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]

@@ -7,7 +7,7 @@ import pytest
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.studies import DEFAULT_MODALITIES, default_modalities, discover_studies
-from tests.io._synth import write_dicom_series
+from tests.synthetic import write_dicom_series
 
 MODS = {"mri": ["mr*", "mri*", "t1*", "t2*", "flair*"], "moving": ["pet*"]}
 

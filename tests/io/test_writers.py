@@ -17,7 +17,7 @@ from fusionmamba_med.io.atomic import write_summary
 from fusionmamba_med.io.loading import load_volume
 from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
 from fusionmamba_med.io.writers import FusedVolumeWriter
-from tests.io._synth import oblique_iop, phantom, write_dicom_series
+from tests.synthetic import index_volume, oblique_iop, write_dicom_series
 
 FORMATS = ["nifti", "nrrd", "dicom"]
 TOL = 1e-4
@@ -60,7 +60,7 @@ def _dicom_slope(folder: Path) -> float:
 def _nifti_reference(tmp_path, affine) -> MetaTensor:
     path = tmp_path / "ref" / "mri.nii.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(phantom().astype(np.float32), affine), str(path))
+    nib.save(nib.Nifti1Image(index_volume().astype(np.float32), affine), str(path))
     return load_volume(path)
 
 
@@ -277,7 +277,7 @@ def test_refuses_to_overwrite_inputs(tmp_path):
     # the reference NIfTI sits exactly where the output would go
     path = tmp_path / "out" / "p1" / "p1_fused.nii.gz"
     path.parent.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(phantom().astype(np.float32), np.eye(4)), str(path))
+    nib.save(nib.Nifti1Image(index_volume().astype(np.float32), np.eye(4)), str(path))
     ref = load_volume(path)
     data = path.read_bytes()
     for policy in ("overwrite", "skip", "error"):
@@ -318,7 +318,7 @@ def test_grid_mismatch_errors(tmp_path, axial_series):
 
 
 def test_single_slice_volume_round_trip(tmp_path):
-    write_dicom_series(tmp_path / "one", vol=phantom(nz=1))
+    write_dicom_series(tmp_path / "one", vol=index_volume(nz=1))
     ref = load_volume(tmp_path / "one")
     for fmt in FORMATS:
         out = FusedVolumeWriter(tmp_path / "out", fmt)(_fused_like(ref), ref, "s")

@@ -7,7 +7,7 @@ import pytest
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.training import split_holdout, training_pairs
-from tests.training._pairs import make_pairs
+from tests.synthetic import make_pairs
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fusionmamba_med.networks import build_fusionmamba, load_weights
-from tests.training._pairs import make_pairs
+from tests.synthetic import make_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--preset", "tiny", "--crop_size", 32, "--log_every", 1, "--num_workers", 0, "--progress", False,

@@ -21,7 +21,7 @@ from fusionmamba_med.transforms.registration import (
     target_registration_error,
     transform_from_info,
 )
-from tests.transforms._synth import grid_points_lps, phantom_lps, ras_affine, rotation_matrix, sample
+from tests.synthetic import grid_points_lps, phantom_lps, ras_affine, rotation_matrix, sample
 
 FIXED_AFFINE = ras_affine((2.0, 2.0, 2.0), (-47.0, -47.0, -47.0))
 FIXED_SHAPE = (48, 48, 48)

@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 
 from fusionmamba_med.transforms.sitk_bridge import metatensor_to_sitk, sitk_to_metatensor
-from tests.transforms._synth import ras_affine, rotation_matrix
+from tests.synthetic import ras_affine, rotation_matrix
 
 AFFINES = {
     "oblique": ras_affine((0.7, 1.1, 3.0), (12.5, -30.25, 47.0), rotation_matrix((10.0, -20.0, 35.0))),

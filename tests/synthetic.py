@@ -1,4 +1,14 @@
-"""Tiny synthetic inputs for the io tests: DICOM series written with pydicom, NIfTI, NRRD."""
+"""Synthetic inputs shared by the tests (fixtures in ``tests/conftest.py``), one home for each kind:
+
+- DICOM series written with pydicom (``write_dicom_series``) over an index-patterned volume (``index_volume``, so
+  that flips and transpositions show), their affines (``series_lps_affine``, ``series_ras_affine``);
+- a smooth, asymmetric ellipsoid head sampled on any grid (``sample``, ``phantom_lps``) with a known motion, for the
+  registration tests (its accuracy thresholds are tuned to it; the package's anatomical phantom,
+  :mod:`fusionmamba_med.data.phantom`, serves the sample data and the bundle tests);
+- 2D image pairs on disk (``make_pairs``).
+
+Geometry conversions come from :mod:`fusionmamba_med.io.geometry`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import torch
+from monai.data import MetaTensor
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from fusionmamba_med.io.geometry import lps_to_ras
+
+
+# --- DICOM series and index volumes ----------------------------------------------------------------------------------
 NX, NY, NZ = 24, 20, 6  # columns, rows, slices
 
 AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
@@ -24,7 +41,7 @@ def oblique_iop(deg_a: float = 20.0, deg_b: float = 10.0):
     return tuple(r[:, 0]), tuple(r[:, 1])
 
 
-def phantom(nx=NX, ny=NY, nz=NZ, seed=0) -> np.ndarray:
+def index_volume(nx=NX, ny=NY, nz=NZ, seed=0) -> np.ndarray:
     """(x, y, z) int16 volume with an index-dependent pattern (so flips/transpositions show up)."""
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
@@ -59,7 +76,7 @@ def write_dicom_series(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vol = phantom() if vol is None else vol
+    vol = index_volume() if vol is None else vol
     nx, ny, nz = vol.shape
     row, col = np.asarray(iop[0], float), np.asarray(iop[1], float)
     normal = np.cross(row, col)
@@ -129,7 +146,7 @@ def write_dicom_series(
     }
 
 
-def lps_affine(info: dict) -> np.ndarray:
+def series_lps_affine(info: dict) -> np.ndarray:
     """4x4 voxel (x, y, z) -> LPS affine of a series written by write_dicom_series."""
     a = np.eye(4)
     a[:3, 0] = info["row"] * info["spacing"][0]
@@ -139,8 +156,9 @@ def lps_affine(info: dict) -> np.ndarray:
     return a
 
 
-def ras_affine(info: dict) -> np.ndarray:
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_affine(info)
+def series_ras_affine(info: dict) -> np.ndarray:
+    """4x4 voxel (x, y, z) -> RAS affine of a series written by write_dicom_series."""
+    return lps_to_ras(series_lps_affine(info))
 
 
 def read_first(path) -> pydicom.Dataset:
@@ -151,3 +169,87 @@ def truncate_file(path, keep: int) -> None:
     """Keep the first ``keep`` bytes (negative: drop the last -keep bytes)."""
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:keep])
+
+
+# --- an ellipsoid head on any grid --------------------------------------------------------------------------------
+
+# (centre LPS mm, semi-axes mm, added value): skull shell, brain, ventricles, an "eye", a lesion.
+_ELLIPSOIDS = [
+    ((0.0, 0.0, 0.0), (38.0, 46.0, 40.0), 1.0),
+    ((0.0, 1.0, 2.0), (33.0, 41.0, 35.0), -0.45),
+    ((-7.0, 4.0, 6.0), (4.0, 14.0, 7.0), -0.35),
+    ((6.0, 6.0, 4.0), (5.0, 11.0, 6.0), -0.3),
+    ((14.0, -38.0, -12.0), (7.0, 6.0, 6.0), 0.6),
+    ((-15.0, 12.0, 18.0), (6.0, 5.0, 8.0), 0.4),
+]
+
+
+def phantom_lps(points: np.ndarray) -> np.ndarray:
+    """Phantom value at LPS points (N, 3): sum of ellipsoids with ~2 mm smooth edges."""
+    v = np.zeros(len(points))
+    for i, (centre, axes, value) in enumerate(_ELLIPSOIDS):
+        r = np.sqrt((((points - np.asarray(centre)) / np.asarray(axes)) ** 2).sum(axis=1))
+        inside = 1.0 / (1.0 + np.exp(-(1.0 - r) * min(axes) / 1.0))
+        v += value * inside
+        if i == 1:  # "gyri": a smooth texture inside the brain, so that every region carries some structure
+            x, y, z = points.T
+            v += 0.12 * inside * np.sin(x / 4.0 + 0.3) * np.sin(y / 5.0) * np.cos(z / 4.5 - 0.2)
+    return v
+
+
+def grid_points_lps(affine: np.ndarray, shape) -> np.ndarray:
+    """LPS physical points (N, 3) of all voxel centres of a grid with a RAS affine, in C order of ``shape``."""
+    idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    ras = idx @ affine[:3, :3].T + affine[:3, 3]
+    return ras * np.array([-1.0, -1.0, 1.0])  # RAS -> LPS points
+
+
+def ras_affine(spacing, origin, rotation: np.ndarray | None = None) -> np.ndarray:
+    """A RAS affine with the given spacing, origin (RAS mm) and optional 3x3 rotation of the axes."""
+    a = np.eye(4)
+    rot = np.eye(3) if rotation is None else rotation
+    a[:3, :3] = rot @ np.diag(spacing)
+    a[:3, 3] = origin
+    return a
+
+
+def sample(affine: np.ndarray, shape, value_fn=lambda v: v, point_map=None, source_path: str | None = None
+           ) -> MetaTensor:
+    """MetaTensor (1, *shape) float32 of ``value_fn(phantom(point_map(p)))`` at the grid's voxel centres p (LPS)."""
+    pts = grid_points_lps(affine, shape)
+    if point_map is not None:
+        pts = point_map(pts)
+    arr = value_fn(phantom_lps(pts)).reshape(shape).astype(np.float32)
+    meta = {"affine": torch.as_tensor(affine, dtype=torch.float64)}
+    if source_path:
+        meta["source_path"] = source_path
+    return MetaTensor(torch.from_numpy(arr)[None], meta=meta)
+
+
+def rotation_matrix(angles_deg) -> np.ndarray:
+    """Rotation about x, then y, then z (degrees)."""
+    ax, ay, az = np.radians(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+# --- 2D pairs -------------------------------------------------------------------------------------------------------
+def make_pairs(root: Path, names, size=(40, 44), seed: int = 0) -> tuple[Path, Path]:
+    """Write ``root/A/<name>.png`` (grey) and ``root/B/<name>.png`` (RGB) for each name; returns (dir_a, dir_b)."""
+    rng = np.random.default_rng(seed)
+    dir_a, dir_b = root / "A", root / "B"
+    dir_a.mkdir(parents=True, exist_ok=True)
+    dir_b.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    for name in names:
+        cy, cx, r = rng.uniform(0.3 * h, 0.7 * h), rng.uniform(0.3 * w, 0.7 * w), rng.uniform(0.2, 0.35) * min(h, w)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(float)
+        anatomy = 0.6 * disc + 0.3 * xx / w + 0.05 * rng.random((h, w))
+        hot = np.exp(-((yy - cy) ** 2 + (xx - cx - r / 2) ** 2) / (2 * (r / 2) ** 2))
+        rgb = np.stack([hot, hot**2, 0.3 * hot**4], axis=-1)
+        Image.fromarray((255 * np.clip(anatomy, 0, 1)).astype(np.uint8)).save(dir_a / f"{name}.png")
+        Image.fromarray((255 * np.clip(rgb, 0, 1)).astype(np.uint8)).save(dir_b / f"{name}.png")
+    return dir_a, dir_b

@@ -1,9 +1,12 @@
+"""Fixtures shared by every test folder: small DICOM series, oblique affines, volumes (see tests/synthetic.py)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tests.io._synth import oblique_iop, phantom, write_dicom_series
+from fusionmamba_med.io.geometry import lps_to_ras
+from tests.synthetic import index_volume, oblique_iop, write_dicom_series
 
 
 @pytest.fixture
@@ -26,9 +29,9 @@ def ras_oblique_affine():
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2] = np.multiply(row, 0.7), np.multiply(col, 1.1), normal * 3.0
     lps[:3, 3] = (5.0, -7.5, 20.0)
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return lps_to_ras(lps)
 
 
 @pytest.fixture
 def small_volume():
-    return phantom().astype(np.float32)
+    return index_volume().astype(np.float32)
