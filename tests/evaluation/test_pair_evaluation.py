@@ -54,3 +54,41 @@ def test_report_files(tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows)
     fig = Image.open(paths["figure"])
     assert fig.size[0] == 192 * 6 and fig.size[1] > 2 * 150
+
+
+def _task_tree(tmp_path, size=(24, 24)):
+    """A tiny ct_mri data root (MRI_CT/MRI, MRI_CT/CT) and FusionMamba tiny weights."""
+    from fusionmamba_med.networks import build_fusionmamba
+
+    rng = np.random.default_rng(1)
+    for sub in ("MRI", "CT"):
+        folder = tmp_path / "data" / "MRI_CT" / sub
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray((rng.random(size) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(build_fusionmamba("tiny").state_dict(), tmp_path / "model.pt")
+
+
+def test_cli_lists_the_peer_rows_when_peer_weights_are_given(tmp_path, capsys):
+    from fusionmamba_med.baselines.peers import IFCNN, MATR, PEER_WEIGHTS
+    from fusionmamba_med.evaluation.__main__ import main
+
+    _task_tree(tmp_path)
+    peers = tmp_path / "peers"
+    for name, net in (("ifcnn_max", IFCNN()), ("matr", MATR())):  # untrained stand-ins, same layout as shared/peers
+        (peers / PEER_WEIGHTS[name]).parent.mkdir(parents=True)
+        torch.save(net.state_dict(), peers / PEER_WEIGHTS[name])
+    common = ["--task", "ct_mri", "--weights", str(tmp_path / "model.pt"), "--data-root", str(tmp_path / "data"),
+              "--examples", "1", "--paper-numbers", str(tmp_path / "none.json")]
+    main([*common, "--out", str(tmp_path / "with"), "--peers-dir", str(peers)])
+    md = (tmp_path / "with" / "ct_mri.md").read_text()
+    for row in ("| average |", "| ifcnn_max |", "| matr |", "| FusionMamba (ours) |"):
+        assert row in md
+    with open(tmp_path / "with" / "ct_mri.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} >= {"ifcnn_max", "matr"}
+    main([*common, "--out", str(tmp_path / "without"), "--peers-dir", str(tmp_path / "empty")])
+    md = (tmp_path / "without" / "ct_mri.md").read_text()
+    assert "| FusionMamba (ours) |" in md and "ifcnn_max" not in md and "| matr |" not in md
+    main([*common, "--out", str(tmp_path / "off"), "--peers-dir", str(peers), "--no-peers"])
+    assert "ifcnn_max" not in (tmp_path / "off" / "ct_mri.md").read_text()
