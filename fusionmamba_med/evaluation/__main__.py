@@ -23,10 +23,9 @@ import platform
 import time
 from pathlib import Path
 
-import torch
 
 from fusionmamba_med.baselines.peers import peer_methods
-from fusionmamba_med.data.pairs import discover_pairs
+from fusionmamba_med.io.pairs import discover_pairs
 from fusionmamba_med.evaluation.pair_evaluation import EVAL_TASKS, baseline_methods, evaluate_methods, network_method
 from fusionmamba_med.evaluation.pair_evaluation import write_report
 from fusionmamba_med.networks import build_fusionmamba, load_weights

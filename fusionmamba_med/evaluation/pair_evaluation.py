@@ -19,7 +19,8 @@ import torch
 from monai.transforms import Compose
 
 from fusionmamba_med.baselines import ClassicalFusionNet
-from fusionmamba_med.data.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColourd
+from fusionmamba_med.inference.forward import run_network
+from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColord
 from fusionmamba_med.metrics import METRICS, evaluate_fusion
 
 __all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "summarise", "write_report"]
@@ -42,8 +43,7 @@ def network_method(network: torch.nn.Module, device: str | torch.device = "cpu")
     network = network.to(device).eval()
 
     def fuse(image: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return network(image[None].to(device).float())[0].float().cpu().clamp(0, 1)
+        return run_network(network, image[None].float(), device)[0].float().cpu().clamp(0, 1)
 
     return fuse
 
@@ -62,7 +62,7 @@ def fuse_pair(item: Mapping, methods: Mapping[str, Method], task: str = "auto") 
     for name, method in methods.items():
         y = method(torch.as_tensor(data["image"]))
         out["fused"][name] = y
-        restored = RestorePairColourd()({**data, "pred": y})
+        restored = RestorePairColord()({**data, "pred": y})
         out["colour"][name] = restored["pred"]
     return out
 

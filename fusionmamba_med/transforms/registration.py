@@ -394,7 +394,7 @@ class RegisterToFixed(Transform):
             diff = float(np.max(np.abs(_ras_affine(fixed_img) - _ras_affine(moving_img))))
             if not same_shape or diff > GRID_TOLERANCE:
                 raise FusionInputError(
-                    f"registration mode 'none' needs the moving image on the fixed image's grid, but its "
+                    "registration mode 'none' needs the moving image on the fixed image's grid, but its "
                     + (f"shape {moving_img.GetSize()} differs from {fixed_img.GetSize()}" if not same_shape
                        else f"affine differs by up to {diff:.3g} mm")
                     + "; use registration mode 'resample' (same scanner coordinates) or 'rigid'",
