@@ -126,11 +126,59 @@ def save_figure(path: Path, kept: Sequence[Mapping], labels: tuple[str, str]) ->
     return path
 
 
+#: the montage's columns after the two sources, when present: ours, the best deep peer, the best classical rule.
+MONTAGE_METHODS = ("FusionMamba (ours)", "ifcnn_max", "max_abs")
+
+
+def _crop_box(image: np.ndarray, source_b: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left (row, col) of the ``size`` x ``size`` window with the most detail (gradient energy) in B."""
+    g = np.abs(np.diff(source_b, axis=0))[:, :-1] + np.abs(np.diff(source_b, axis=1))[:-1, :]
+    h, w = g.shape
+    if h < size or w < size:
+        return 0, 0
+    cs = np.pad(g.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = cs[size:, size:] - cs[:-size, size:] - cs[size:, :-size] + cs[:-size, :-size]
+    r, c = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(r), int(c)
+
+
+def save_montage(path: Path, kept: Sequence[Mapping], labels: tuple[str, str],
+                 methods: Sequence[str] = MONTAGE_METHODS, tile: int = 256) -> Path:
+    """Per pair, two rows: A | B | each of ``methods`` (colour restored), then the same columns as 2x crops of the
+    window where B has the most detail (nearest-neighbour, so edges and noise show as they are)."""
+    from PIL import Image, ImageDraw
+
+    names = [m for m in methods if m in kept[0]["colour"]]
+    titles = [labels[0], labels[1], *names]
+    pad = 18
+    canvas = Image.new("RGB", (tile * len(titles), pad + 2 * tile * len(kept)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, t in enumerate(titles):
+        draw.text((c * tile + 4, 3), t, fill="black")
+    for r, res in enumerate(kept):
+        cols = [res["sources"][0], res["sources"][1], *[res["colour"][n] for n in names]]
+        images = [_to_rgb8(img) for img in cols]
+        b_luma = np.asarray(res["image"][1], dtype=np.float64)
+        half = max(8, min(b_luma.shape) // 2)  # a quarter of the image, shown at 2x
+        top, left = _crop_box(images[0], b_luma, half)
+        for c, arr in enumerate(images):
+            im = Image.fromarray(arr)
+            im.thumbnail((tile, tile))
+            canvas.paste(im, (c * tile, pad + 2 * r * tile))
+            crop = Image.fromarray(arr[top:top + half, left:left + half]).resize((2 * half, 2 * half), Image.NEAREST)
+            crop.thumbnail((tile, tile))
+            canvas.paste(crop, (c * tile, pad + (2 * r + 1) * tile))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
 def write_report(out_dir: str | Path, task: str, rows: Sequence[Mapping], kept: Sequence[Mapping],
                  header: str = "", paper: Mapping[str, float] | None = None,
                  labels: tuple[str, str] = ("A", "B")) -> dict[str, Path]:
     """Write ``<task>.csv`` (per pair), ``<task>.md`` (mean ± sd per method; best per metric in bold) and
-    ``<task>_examples.png``. ``paper``: metric values copied from the FusionMamba paper, shown as a separate row."""
+    ``<task>_examples.png`` (every method) and ``<task>_montage.png`` (sources | ours | IFCNN-MAX | max rule, with 2x
+    crops; :func:`save_montage`). ``paper``: metric values copied from the FusionMamba paper, shown as a separate row."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"{task}.csv"
@@ -157,6 +205,7 @@ def write_report(out_dir: str | Path, task: str, rows: Sequence[Mapping], kept: 
     md_path = out / f"{task}.md"
     md_path.write_text("\n".join(lines) + "\n")
     fig = save_figure(out / f"{task}_examples.png", kept, labels) if kept else None
+    montage = save_montage(out / f"{task}_montage.png", kept[:3], labels) if kept else None
     (out / f"{task}_summary.json").write_text(json.dumps(
         {m: {k: v[0] for k, v in vals.items()} for m, vals in summary.items()}, indent=1))
-    return {"csv": csv_path, "md": md_path, "figure": fig}
+    return {"csv": csv_path, "md": md_path, "figure": fig, "montage": montage}

@@ -92,3 +92,20 @@ def test_cli_lists_the_peer_rows_when_peer_weights_are_given(tmp_path, capsys):
     assert "| FusionMamba (ours) |" in md and "ifcnn_max" not in md and "| matr |" not in md
     main([*common, "--out", str(tmp_path / "off"), "--peers-dir", str(peers), "--no-peers"])
     assert "ifcnn_max" not in (tmp_path / "off" / "ct_mri.md").read_text()
+
+
+def test_montage_rows_and_detail_crop(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fusionmamba_med.evaluation.pair_evaluation import _crop_box, save_montage
+
+    b = np.zeros((64, 64))
+    b[40:56, 8:24] = np.indices((16, 16)).sum(0) % 2  # the only detail: a checkerboard at rows 40-55, cols 8-23
+    assert _crop_box(None, b, 16) == (40, 8)
+    grey = torch.rand(1, 64, 64)
+    kept = [{"image": torch.cat([grey, torch.as_tensor(b, dtype=torch.float32)[None]]), "sources": (grey, grey),
+             "colour": {"FusionMamba (ours)": grey, "max_abs": grey, "average": grey}}]
+    path = save_montage(tmp_path / "m.png", kept, ("MRI", "CT"), tile=64)
+    assert Image.open(path).size == (4 * 64, 18 + 2 * 64)  # A | B | ours | max_abs (no IFCNN here); image + crop rows
