@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from ._pairs import make_pairs
+from tests.synthetic import make_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ["ct_mri", "pet_mri", "spect_mri", "generic_2d"]
