@@ -112,6 +112,11 @@ class PairFusionRunner(BatchRunner):
         self.inferer = inferer
 
     @property
+    def pairs(self) -> list[dict]:
+        """The pair items this runner (this rank) fuses."""
+        return [pair for pair, _ in self.items]
+
+    @property
     def transform(self) -> Callable:
         """Deprecated name of :attr:`preprocessing`."""
         return self.preprocessing
