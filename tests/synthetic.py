@@ -253,3 +253,28 @@ def make_pairs(root: Path, names, size=(40, 44), seed: int = 0) -> tuple[Path, P
         Image.fromarray((255 * np.clip(anatomy, 0, 1)).astype(np.uint8)).save(dir_a / f"{name}.png")
         Image.fromarray((255 * np.clip(rgb, 0, 1)).astype(np.uint8)).save(dir_b / f"{name}.png")
     return dir_a, dir_b
+
+
+#: the random images of the 2D pair tests (one stream, so each call gives new pixels).
+RNG = np.random.default_rng(1)
+
+
+def save_image(path, pixels):
+    """Save a uint8 (H, W) or (H, W, 3) array as an image file (format from the extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def random_colour(h=8, w=10):
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def random_grey(h=8, w=10):
+    return RNG.integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def random_green(h=8, w=10):
+    """A GFP-like image: green signal only."""
+    g = RNG.integers(20, 256, (h, w), dtype=np.uint8)
+    return np.dstack([np.zeros_like(g), g, np.zeros_like(g)])

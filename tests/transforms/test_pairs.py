@@ -4,44 +4,20 @@ import numpy as np
 import pytest
 import torch
 from monai.transforms import Compose
-from PIL import Image
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.transforms.colour import is_color, rgb_to_ycbcr
 from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInput, PairToFusionInputd, RestorePairColord
+from tests.synthetic import random_colour, random_green, random_grey, save_image
 
-RNG = np.random.default_rng(1)
-
-
-def _save(path, pixels):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def _colour(h=8, w=10):
-    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _grey(h=8, w=10):
-    return RNG.integers(0, 256, (h, w), dtype=np.uint8)
-
-
-def _green(h=8, w=10):
-    """A GFP-like image: green signal only."""
-    g = RNG.integers(20, 256, (h, w), dtype=np.uint8)
-    return np.dstack([np.zeros_like(g), g, np.zeros_like(g)])
-
-
-# -- discovery ---------------------------------------------------------------------------------------------------------
 def _load(a_path, b_path, **kwargs):
     pipeline = Compose([LoadImagePaird(), PairToFusionInputd(**kwargs)])
     return pipeline({"name": "p", "a": str(a_path), "b": str(b_path)})
 
 
 def test_ir_vis_fuses_visible_luma_and_keeps_its_chroma(tmp_path):
-    vis, ir = _colour(), _grey()
-    out = _load(_save(tmp_path / "vi.png", vis), _save(tmp_path / "ir.png", ir), task="ir_vis")
+    vis, ir = random_colour(), random_grey()
+    out = _load(save_image(tmp_path / "vi.png", vis), save_image(tmp_path / "ir.png", ir), task="ir_vis")
     ycc = torch.as_tensor(rgb_to_ycbcr(torch.from_numpy(np.moveaxis(vis, -1, 0) / 255.0).float()))
     assert out["image"].shape == (2, 8, 10) and out["image"].dtype == torch.float32
     torch.testing.assert_close(out["image"][0], ycc[0], atol=1e-5, rtol=0)
@@ -52,8 +28,8 @@ def test_ir_vis_fuses_visible_luma_and_keeps_its_chroma(tmp_path):
 
 
 def test_identity_fusion_restores_the_original_colour_image(tmp_path):
-    vis = _colour()
-    data = _load(_save(tmp_path / "vi.png", vis), _save(tmp_path / "ir.png", _grey()), task="ir_vis")
+    vis = random_colour()
+    data = _load(save_image(tmp_path / "vi.png", vis), save_image(tmp_path / "ir.png", random_grey()), task="ir_vis")
     data["pred"] = data["image"][0:1]  # a "fusion" that returns the visible luma
     rgb = RestorePairColord()(data)["pred"]
     assert rgb.shape == (3, 8, 10)
@@ -61,8 +37,8 @@ def test_identity_fusion_restores_the_original_colour_image(tmp_path):
 
 
 def test_gfp_pc_keeps_the_green_hue(tmp_path):
-    gfp, pc = _green(), _grey()
-    data = _load(_save(tmp_path / "GFP.png", gfp), _save(tmp_path / "PC.png", pc), task="gfp_pc")
+    gfp, pc = random_green(), random_grey()
+    data = _load(save_image(tmp_path / "GFP.png", gfp), save_image(tmp_path / "PC.png", pc), task="gfp_pc")
     assert data["colour_source"] == "a"
     data["pred"] = data["image"].mean(0, keepdim=True)  # fused luma mixes in phase contrast
     rgb = RestorePairColord()(data)["pred"]
@@ -75,10 +51,10 @@ def test_gfp_pc_keeps_the_green_hue(tmp_path):
 
 
 def test_grey_stored_as_rgb_counts_as_grey(tmp_path):
-    grey_rgb = np.repeat(_grey()[..., None], 3, axis=-1)  # like TNO's IR images
+    grey_rgb = np.repeat(random_grey()[..., None], 3, axis=-1)  # like TNO's IR images
     assert not is_color(np.moveaxis(grey_rgb, -1, 0) / 255.0)
-    assert is_color(np.moveaxis(_colour(), -1, 0) / 255.0)
-    data = _load(_save(tmp_path / "a.png", _grey()), _save(tmp_path / "b.png", grey_rgb), task="auto")
+    assert is_color(np.moveaxis(random_colour(), -1, 0) / 255.0)
+    data = _load(save_image(tmp_path / "a.png", random_grey()), save_image(tmp_path / "b.png", grey_rgb), task="auto")
     assert data["colour_source"] is None and "cbcr" not in data
     np.testing.assert_allclose(data["image"][1].numpy(), grey_rgb[..., 0] / 255.0, atol=1e-5)
     data["pred"] = data["image"][1:]
@@ -86,7 +62,7 @@ def test_grey_stored_as_rgb_counts_as_grey(tmp_path):
 
 
 def test_auto_takes_colour_from_whichever_image_has_it(tmp_path):
-    data = _load(_save(tmp_path / "mri.png", _grey()), _save(tmp_path / "pet.png", _colour()), task="auto")
+    data = _load(save_image(tmp_path / "mri.png", random_grey()), save_image(tmp_path / "pet.png", random_colour()), task="auto")
     assert data["colour_source"] == "b" and data["cbcr"].shape == (2, 8, 10)
     grey = _load(tmp_path / "mri.png", tmp_path / "pet.png", task="grey")
     assert grey["colour_source"] is None and "cbcr" not in grey
@@ -95,8 +71,8 @@ def test_auto_takes_colour_from_whichever_image_has_it(tmp_path):
 
 
 def test_size_mismatch_names_both_files_unless_resize(tmp_path, caplog):
-    a = _save(tmp_path / "vi" / "s.png", _colour(8, 10))
-    b = _save(tmp_path / "ir" / "s.png", _grey(16, 20))
+    a = save_image(tmp_path / "vi" / "s.png", random_colour(8, 10))
+    b = save_image(tmp_path / "ir" / "s.png", random_grey(16, 20))
     with pytest.raises(Exception) as info:
         _load(a, b)
     cause = info.value
@@ -124,8 +100,8 @@ def test_unknown_task_is_rejected():
 
 def test_array_transform_gives_the_same_input_as_its_dictionary_twin(tmp_path):
     a, b = tmp_path / "vi.png", tmp_path / "ir.png"
-    _save(a, _colour())
-    _save(b, _grey())
+    save_image(a, random_colour())
+    save_image(b, random_grey())
     d = _load(a, b, task="ir_vis")
     image, cbcr, source = PairToFusionInput(task="ir_vis")(d["a"], d["b"])
     assert source == "a" and torch.equal(image, d["image"]) and torch.equal(cbcr, d["cbcr"])
