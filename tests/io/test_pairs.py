@@ -8,6 +8,7 @@ from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.pairs import IMAGE_EXTENSIONS, discover_pairs
 from tests.synthetic import random_colour, random_green, random_grey, save_image
 
+
 def test_pairs_by_stem_with_mixed_extensions_and_case(tmp_path):
     a, b = tmp_path / "vi", tmp_path / "ir"
     save_image(a / "02.png", random_grey()), save_image(b / "02.png", random_grey())

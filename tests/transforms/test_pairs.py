@@ -10,6 +10,7 @@ from fusionmamba_med.transforms.colour import is_color, rgb_to_ycbcr
 from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInput, PairToFusionInputd, RestorePairColord
 from tests.synthetic import random_colour, random_green, random_grey, save_image
 
+
 def _load(a_path, b_path, **kwargs):
     pipeline = Compose([LoadImagePaird(), PairToFusionInputd(**kwargs)])
     return pipeline({"name": "p", "a": str(a_path), "b": str(b_path)})
