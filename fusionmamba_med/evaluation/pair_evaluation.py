@@ -178,7 +178,8 @@ def write_report(out_dir: str | Path, task: str, rows: Sequence[Mapping], kept: 
                  labels: tuple[str, str] = ("A", "B")) -> dict[str, Path]:
     """Write ``<task>.csv`` (per pair), ``<task>.md`` (mean ± sd per method; best per metric in bold) and
     ``<task>_examples.png`` (every method) and ``<task>_montage.png`` (sources | ours | IFCNN-MAX | max rule, with 2x
-    crops; :func:`save_montage`). ``paper``: metric values copied from the FusionMamba paper, shown as a separate row."""
+    crops; :func:`save_montage`). ``paper``: metric values copied from the FusionMamba paper, shown as a separate
+    row."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"{task}.csv"

@@ -170,8 +170,9 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
             uid = next(u for u in uids if u.startswith(uid))
         if not uid or uid in uids:
             raise FusionInputError(
-                "damaged or truncated DICOM file: " + (f"it belongs to series {uid} but could not be read with it" if uid
-                                          else "its header is incomplete (no SeriesInstanceUID)"),
+                "damaged or truncated DICOM file: "
+                + (f"it belongs to series {uid} but could not be read with it" if uid
+                   else "its header is incomplete (no SeriesInstanceUID)"),
                 study=study, path=entry)
     if not series:
         dicom_like = [e for e in sorted(folder.iterdir())

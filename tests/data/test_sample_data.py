@@ -108,7 +108,8 @@ def test_generation_is_deterministic(tmp_path):
 
 
 def test_rerun_replaces_the_series(tmp_path):
-    sample_medical.make_medical_study(tmp_path, "ct_mri", mri_shape=(40, 48, 14), mri_spacing=(5.0, 5.0, 9.0), **SMALL_CT)
+    sample_medical.make_medical_study(tmp_path, "ct_mri", mri_shape=(40, 48, 14), mri_spacing=(5.0, 5.0, 9.0),
+                                      **SMALL_CT)
     sample_medical.make_medical_study(tmp_path, "ct_mri", **SMALL_MR, **SMALL_CT)  # fewer slices: no stale files left
     assert len(list((tmp_path / "ct_mri" / "study01" / "MR").glob("*.dcm"))) == 12
     assert load_volume(tmp_path / "ct_mri" / "study01" / "MR").shape == (1, 40, 48, 12)
@@ -142,8 +143,8 @@ def test_geometry_is_the_intended_one(which, request):
 def test_ground_truth_matrices_are_consistent(oblique_pet_study):
     truth = read_truth(oblique_pet_study)
     m = np.asarray(truth["fixed_to_moving_lps"])
-    np.testing.assert_allclose(m, sample_medical.euler_transform_lps(OBLIQUE["rotation_deg"], OBLIQUE["translation_mm"]),
-                               atol=1e-9)
+    expected = sample_medical.euler_transform_lps(OBLIQUE["rotation_deg"], OBLIQUE["translation_mm"])
+    np.testing.assert_allclose(m, expected, atol=1e-9)
     np.testing.assert_allclose(m @ np.asarray(truth["moving_to_fixed_lps"]), np.eye(4), atol=1e-9)
     np.testing.assert_allclose(truth["fixed_to_moving_ras"], FLIP @ m @ FLIP, atol=1e-9)
     np.testing.assert_allclose(np.linalg.det(m[:3, :3]), 1.0, atol=1e-9)  # rigid

@@ -17,7 +17,8 @@ from fusionmamba_med.io.geometry import (
 def _oblique_ras() -> np.ndarray:
     a = np.deg2rad(20.0)
     aff = np.eye(4)
-    aff[:3, :3] = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.diag([0.8, 0.9, 2.5])
+    rotation = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    aff[:3, :3] = rotation @ np.diag([0.8, 0.9, 2.5])
     aff[:3, 3] = [10.0, -20.0, 30.0]
     return aff
 

@@ -37,7 +37,8 @@ def test_files_without_partner_are_errors_not_crashes(tmp_path):
 
 def test_duplicate_stems_in_one_folder_are_reported(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    save_image(a / "x.png", random_grey()), save_image(a / "x.bmp", random_grey()), save_image(b / "x.png", random_grey())
+    save_image(a / "x.png", random_grey()), save_image(a / "x.bmp", random_grey())
+    save_image(b / "x.png", random_grey())
     items, errors = discover_pairs(a, b)
     assert items == []
     assert {e.path for e in errors if "several images" in str(e)} == {str(a / "x.png"), str(a / "x.bmp")}
