@@ -15,6 +15,7 @@ _EXPORTS = {
     "resolve_resume": "checkpoint",
     "export_weights": "checkpoint",
     "initial_weights": "checkpoint",
+    "interpolate_weights": "checkpoint",
     "unwrap_network": "checkpoint",
     "TrainingCheckpointLoader": "handlers",
     "TrainingCheckpointSaver": "handlers",

@@ -13,7 +13,8 @@ import torch.nn as nn
 from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = [
-    "checkpoint_iteration", "export_weights", "initial_weights", "latest_checkpoint", "resolve_resume", "unwrap_network"
+    "checkpoint_iteration", "export_weights", "initial_weights", "interpolate_weights", "latest_checkpoint",
+    "resolve_resume", "unwrap_network",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,24 @@ def initial_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Mo
     return network
 
 
+def interpolate_weights(start: dict, end: dict, t: float) -> dict:
+    """``(1 - t) * start + t * end`` of two state dicts of one architecture (float32; other tensors from ``end``).
+
+    Between a model and its fine-tune, this picks a point on their Qabf-vs-SSIM trade-off (the fine-tunes of the
+    shipped medical weights gain edge transfer and lose a little structural similarity; ``docs/evaluation``).
+    """
+    if not 0.0 <= float(t) <= 1.0:
+        raise ValueError(f"t must be in [0, 1], got {t}")
+    if set(start) != set(end):
+        raise ValueError(f"the state dicts differ in keys, e.g. {sorted(set(start) ^ set(end))[:3]}")
+    out = {}
+    for k, v in end.items():
+        if tuple(start[k].shape) != tuple(v.shape):
+            raise ValueError(f"{k}: shapes {tuple(start[k].shape)} and {tuple(v.shape)} differ")
+        out[k] = torch.lerp(start[k].float(), v.float(), float(t)) if v.is_floating_point() else v.clone()
+    return out
+
+
 def resolve_resume(resume: bool | str | os.PathLike | None, checkpoint_dir: str | os.PathLike) -> str | None:
     """The checkpoint to resume from: ``False``/``None`` -> none; ``True`` -> the newest in ``checkpoint_dir`` (none
     if the folder has no checkpoint yet, so a first run with ``resume: true`` starts fresh); a path -> that file."""
@@ -87,6 +106,6 @@ def export_weights(network: nn.Module | dict, path: str | os.PathLike, dtype: to
     state = {k: v.detach().to("cpu").clone() for k, v in source.items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # through a file object: the archive's inner name does not depend on the temporary name
     return path

@@ -71,3 +71,21 @@ def test_half_precision_export_loads_into_the_float32_network(tmp_path):
     x = torch.rand(1, 2, 64, 64)
     with torch.no_grad():
         assert (net(x) - other(x)).abs().max() < 5e-3
+
+
+def test_interpolate_weights():
+    import pytest
+    import torch
+
+    from fusionmamba_med.training import interpolate_weights
+
+    a = {"w": torch.zeros(2, 3), "n": torch.tensor(1)}
+    b = {"w": torch.full((2, 3), 4.0, dtype=torch.float16), "n": torch.tensor(7)}
+    out = interpolate_weights(a, b, 0.25)
+    assert torch.allclose(out["w"], torch.full((2, 3), 1.0)) and out["w"].dtype == torch.float32
+    assert out["n"].item() == 7  # integer buffers are taken from the end point
+    assert torch.equal(interpolate_weights(a, b, 0.0)["w"], a["w"])
+    with pytest.raises(ValueError, match="keys"):
+        interpolate_weights(a, {"w": b["w"]}, 0.5)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        interpolate_weights(a, b, 1.5)
