@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -412,8 +413,8 @@ def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
             raise FusionInputError(f"slice of {plane.shape[1]}x{plane.shape[0]} pixels in a series of "
                                    f"{img.shape[1]}x{img.shape[2]}", study=study, path=name)
         data[0, :, :, k] = plane.T
-    out = img.clone()
-    out.data = torch.from_numpy(data) if not isinstance(out.data, torch.Tensor) else torch.from_numpy(data)
+    out = img.clone()  # keeps the meta and affine of the series read
+    out.data = torch.from_numpy(data)
     return out
 
 
@@ -430,8 +431,6 @@ def _mosaic_volume(path: str, study: str | None):
 
     ds = dicom_header(path, study)
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
             wrapper = dicomwrappers.wrapper_from_data(ds)
