@@ -130,7 +130,7 @@ def save_figure(path: Path, kept: Sequence[Mapping], labels: tuple[str, str]) ->
 MONTAGE_METHODS = ("FusionMamba (ours)", "ifcnn_max", "max_abs")
 
 
-def _crop_box(image: np.ndarray, source_b: np.ndarray, size: int) -> tuple[int, int]:
+def _crop_box(source_b: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left (row, col) of the ``size`` x ``size`` window with the most detail (gradient energy) in B."""
     g = np.abs(np.diff(source_b, axis=0))[:, :-1] + np.abs(np.diff(source_b, axis=1))[:-1, :]
     h, w = g.shape
@@ -160,7 +160,7 @@ def save_montage(path: Path, kept: Sequence[Mapping], labels: tuple[str, str],
         images = [_to_rgb8(img) for img in cols]
         b_luma = np.asarray(res["image"][1], dtype=np.float64)
         half = max(8, min(b_luma.shape) // 2)  # a quarter of the image, shown at 2x
-        top, left = _crop_box(images[0], b_luma, half)
+        top, left = _crop_box(b_luma, half)
         for c, arr in enumerate(images):
             im = Image.fromarray(arr)
             im.thumbnail((tile, tile))

@@ -113,7 +113,7 @@ def _pixel_data_problem(ds, path: str | Path) -> str | None:
     """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None."""
     raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
     if raw is None:
-        return "the file has no pixel data"
+        return "no pixel data"
     length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
     if length is not None and tell is not None and length != 0xFFFFFFFF:
         size = os.path.getsize(path)
@@ -343,7 +343,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                                    "position is unknown", study=study, path=f)
         problem = _pixel_data_problem(ds, f)
         if problem is not None:
-            raise FusionInputError(problem.replace("the file has", "the slice has"), study=study, path=f)
+            raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
     iops_arr = np.asarray(iops)

@@ -15,6 +15,7 @@ __all__ = [
     "ras_affine_to_lps_geometry",
     "lps_geometry_to_ras_affine",
     "is_orthogonal",
+    "max_axis_cosine",
 ]
 
 #: the matrix that flips the first two world axes: RAS <-> LPS (it is its own inverse).
@@ -50,12 +51,16 @@ def lps_geometry_to_ras_affine(spacing, direction, origin) -> np.ndarray:
     return lps_to_ras(lps)
 
 
-def is_orthogonal(affine, tol: float = 1e-4) -> bool:
-    """True when the 3 voxel axes of a 4x4 affine are mutually perpendicular (no shear), to ``tol`` in cosine."""
+def max_axis_cosine(affine) -> float:
+    """The largest |cosine| between two voxel axes of a 4x4 affine: 0 without shear, 1 for a degenerate axis."""
     m = np.asarray(affine, dtype=np.float64).reshape(4, 4)[:3, :3]
     norms = np.linalg.norm(m, axis=0)
     if np.any(norms <= 0):
-        return False
+        return 1.0
     u = m / norms
-    off = u.T @ u - np.eye(3)
-    return bool(np.max(np.abs(off)) <= tol)
+    return float(np.max(np.abs(u.T @ u - np.eye(3))))
+
+
+def is_orthogonal(affine, tol: float = 1e-4) -> bool:
+    """True when the 3 voxel axes of a 4x4 affine are mutually perpendicular (no shear), to ``tol`` in cosine."""
+    return max_axis_cosine(affine) <= tol

@@ -39,7 +39,7 @@ from monai.transforms import MapTransform
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io import dicom_read
 from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, SLICE_SPACING_TOLERANCE, list_dicom_series
-from fusionmamba_med.io.geometry import is_orthogonal
+from fusionmamba_med.io.geometry import is_orthogonal, max_axis_cosine
 from fusionmamba_med.io.studies import image_kind
 
 __all__ = [
@@ -93,8 +93,7 @@ def _check_nifti_forms(header, study: str | None, path: Path) -> None:
     sform, sform_code = header.get_sform(coded=True)
     qform, qform_code = header.get_qform(coded=True)
     if sform_code and sform is not None and not is_orthogonal(sform):
-        m = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
-        angle = float(np.degrees(np.arccos(np.clip(np.max(np.abs(np.triu(m.T @ m, 1))), 0, 1))))
+        angle = float(np.degrees(np.arcsin(min(1.0, max_axis_cosine(sform)))))
         raise FusionInputError(
             f"the NIfTI sform is sheared (voxel axes {angle:.2f} deg from perpendicular, e.g. an uncorrected gantry "
             f"tilt; sform_code {int(sform_code)}, qform_code {int(qform_code)}): ITK and 3D Slicer cannot place such a "

@@ -103,7 +103,7 @@ def test_montage_rows_and_detail_crop(tmp_path):
 
     b = np.zeros((64, 64))
     b[40:56, 8:24] = np.indices((16, 16)).sum(0) % 2  # the only detail: a checkerboard at rows 40-55, cols 8-23
-    assert _crop_box(None, b, 16) == (40, 8)
+    assert _crop_box(b, 16) == (40, 8)
     grey = torch.rand(1, 64, 64)
     kept = [{"image": torch.cat([grey, torch.as_tensor(b, dtype=torch.float32)[None]]), "sources": (grey, grey),
              "colour": {"FusionMamba (ours)": grey, "max_abs": grey, "average": grey}}]
