@@ -31,7 +31,7 @@ PRESETS: dict[str, dict] = {
     "tiny": {"embed_dim": 24, "depths": (1, 1, 1, 1), "d_state": 8},
 }
 
-RESIDUAL_MODES = ("none", "mean", "original")
+RESIDUAL_MODES = ("none", "mean", "original", "blend")
 
 
 class FusionMamba(nn.Module):
@@ -43,8 +43,11 @@ class FusionMamba(nn.Module):
         d_state: selective-scan state size N.
         ssm_ratio: inner width of SS2D relative to its input.
         drop_path_rate: stochastic depth, linearly increasing over the encoder blocks.
-        residual: global residual added to the head output: "none", "mean" ((A + B) / 2) or "original"
-            (2A + 2B, as in the authors' code).
+        residual: global residual added to the head output: "none", "mean" ((A + B) / 2), "original"
+            (2A + 2B, as in the authors' code) or "blend" (``w A + (1 - w) B`` with a per-pixel weight
+            ``w = sigmoid(blend(features))`` from a 1x1 conv on the full-resolution head features: the sources'
+            own detail reaches the output at full resolution; the blend conv starts at zero, i.e. ``w = 0.5``, so a
+            "mean" network's weights start a "blend" network at exactly the same output).
         clamp_output: clamp the output to [0, 1] in eval mode (the loss clamps during training).
         pad_mode: how the input is padded to the stride ("replicate", "reflect" or "constant").
         scan_backend: selective-scan backend ("auto", "cuda", "torch", "ref").
@@ -103,6 +106,10 @@ class FusionMamba(nn.Module):
 
         self.head_expand = FinalPatchExpand(embed_dim)
         self.head = nn.Conv2d(embed_dim, 1, 1)
+        if residual == "blend":
+            self.blend = nn.Conv2d(embed_dim, 1, 1)
+            nn.init.zeros_(self.blend.weight)
+            nn.init.zeros_(self.blend.bias)
 
     def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(N, h, w, C0) tokens -> (skips per level, deepest output). Skips are each stage's input."""
@@ -113,7 +120,8 @@ class FusionMamba(nn.Module):
         return skips, x
 
     def fuse_tokens(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Two (N, 1, H, W) images with H, W multiples of :attr:`stride` -> the head output (N, 1, H, W)."""
+        """Two (N, 1, H, W) images with H, W multiples of :attr:`stride` -> full-resolution head features
+        (N, C0, H, W)."""
         skips_a, deep_a = self._encode(self.embed_a(a))
         skips_b, deep_b = self._encode(self.embed_b(b))
         fused = [dffm(sa, sb) for dffm, sa, sb in zip(self.fusion, skips_a, skips_b)]
@@ -121,8 +129,7 @@ class FusionMamba(nn.Module):
         for i, (up, blocks) in enumerate(zip(self.upsample, self.decoder)):
             x = up(x) + fused[self.num_levels - 1 - i]
             x = blocks(x)
-        x = self.head_expand(x).permute(0, 3, 1, 2)
-        return self.head(x)
+        return self.head_expand(x).permute(0, 3, 1, 2)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [N, 2, H, W] in [0, 1] -> fused [N, 1, H, W]."""
@@ -137,9 +144,13 @@ class FusionMamba(nn.Module):
                 mode = "replicate"
             x = F.pad(image, (0, pw, 0, ph), mode=mode)
         a, b = x[:, 0:1], x[:, 1:2]
-        out = self.fuse_tokens(a, b)[..., :h, :w]
+        features = self.fuse_tokens(a, b)[..., :h, :w]
+        out = self.head(features)
         a, b = image[:, 0:1], image[:, 1:2]
-        if self.residual == "mean":
+        if self.residual == "blend":
+            weight = torch.sigmoid(self.blend(features))
+            out = out + weight * a + (1 - weight) * b
+        elif self.residual == "mean":
             out = out + 0.5 * (a + b)
         elif self.residual == "original":
             out = out + 2 * a + 2 * b
@@ -157,11 +168,13 @@ def build_fusionmamba(preset: str = "tiny", **overrides) -> FusionMamba:
 
 
 def load_weights(network: nn.Module, path: str | Path, map_location: str | torch.device = "cpu",
-                 key: str | None = None) -> nn.Module:
+                 key: str | None = None, keep_missing: Sequence[str] = ()) -> nn.Module:
     """Load a plain state dict (``torch.load(weights_only=True)``) into ``network``, strictly.
 
     A checkpoint of another preset or architecture raises :class:`WeightsError` naming the first mismatches
     instead of a silent partial load. ``key`` picks a sub-dict (e.g. "model" in a training checkpoint).
+    ``keep_missing``: name prefixes that may be absent from the file; those tensors keep the network's own values
+    (training starts a "blend" network from "mean" weights with ``("blend.",)``).
     """
     path = Path(path)
     if not path.is_file():
@@ -179,7 +192,7 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
     if any(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
     own = network.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.startswith(tuple(keep_missing))]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and tuple(state[k].shape) != tuple(v.shape)]
@@ -191,7 +204,10 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
             f"missing {missing[:3]}, unexpected {unexpected[:3]}, shapes {wrong[:3]}. "
             "Was it trained with another preset?"
         )
-    network.load_state_dict(state, strict=True)
+    kept = [k for k in own if k not in state]
+    network.load_state_dict({**{k: own[k] for k in kept}, **state}, strict=True)
+    if kept:
+        logger.info("%s has no %s: kept the network's own values", path, ", ".join(kept))
     return network
 
 

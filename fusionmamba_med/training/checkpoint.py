@@ -48,13 +48,14 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
 
 def initial_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
     """Start training from trained weights: load the state dict at ``path`` into ``network`` (strictly, with
-    ``torch.load(weights_only=True)``; float16 shipped weights become the network's float32) or, for ``None``,
+    ``torch.load(weights_only=True)``; float16 shipped weights become the network's float32; weights of a "mean"
+    residual network start a "blend" one, whose zero blend conv then reproduces them exactly) or, for ``None``,
     keep its random initial weights. A resumed run then overwrites them from its checkpoint, so budget accumulates."""
     if path is None or path == "":
         return network
     from fusionmamba_med.networks import load_weights
 
-    load_weights(network, path)
+    load_weights(network, path, keep_missing=("blend.",))
     logger.info("training starts from the weights in %s", os.path.abspath(path))
     return network
 
