@@ -54,9 +54,9 @@ def train(name: str, loss: dict, iterations: int, out: Path, init: Path) -> Path
 def score(weights: Path, data_root: Path) -> dict:
     from fusionmamba_med.evaluation.__main__ import _items
     from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, network_method, summarise
-    from fusionmamba_med.networks import build_fusionmamba, load_weights
+    from fusionmamba_med.networks import fusionmamba_from_weights
 
-    net = load_weights(build_fusionmamba("tiny"), weights)
+    net = fusionmamba_from_weights(weights)
     out = {}
     for task in TASKS:
         items, _ = _items(task, data_root, None)

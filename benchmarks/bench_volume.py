@@ -30,11 +30,11 @@ def measure(shape: str, slice_batch_size: int, device: str, amp: bool, backend: 
     from monai.inferers import SliceInferer
 
     from fusionmamba_med.inference.study_runner import StudyFusionRunner
-    from fusionmamba_med.networks import build_fusionmamba, load_weights
+    from fusionmamba_med.networks import fusionmamba_from_weights
     from fusionmamba_med.ops import resolve_backend
 
     x, y, z = (int(v) for v in shape.split("x"))
-    net = load_weights(build_fusionmamba("tiny", scan_backend=backend), weights).to(device).eval()
+    net = fusionmamba_from_weights(weights, scan_backend=backend).to(device).eval()
     inferer = SliceInferer(spatial_dim=2, roi_size=[-1, -1], sw_batch_size=slice_batch_size, sw_device=device,
                            device="cpu", progress=False)
     runner = StudyFusionRunner([], None, net, inferer, writer=None, device=device, amp=amp, qa=False)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None) -> None:
     from fusionmamba_med.evaluation.__main__ import _items
     from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, network_method, summarise
-    from fusionmamba_med.networks import build_fusionmamba, load_weights
+    from fusionmamba_med.networks import fusionmamba_from_weights
     from fusionmamba_med.training import interpolate_weights
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
         for t in args.t:
             path = Path(tmp) / "w.pt"
             torch.save(interpolate_weights(start, end, t), path)
-            net = load_weights(build_fusionmamba("tiny"), path)
+            net = fusionmamba_from_weights(path)
             row = {"t": t}
             for task, pairs in items.items():
                 res, _ = evaluate_methods(pairs, {"ours": network_method(net)}, metrics=["Qabf", "SSIM"])

@@ -28,7 +28,7 @@ from fusionmamba_med.baselines.peers import peer_methods
 from fusionmamba_med.io.pairs import discover_pairs
 from fusionmamba_med.evaluation.pair_evaluation import EVAL_TASKS, baseline_methods, evaluate_methods, network_method
 from fusionmamba_med.evaluation.pair_evaluation import write_report
-from fusionmamba_med.networks import build_fusionmamba, load_weights
+from fusionmamba_med.networks import fusionmamba_from_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
         items = items[: args.limit]
     if not items:
         raise SystemExit(f"no pairs found for task {args.task} under {args.data_root}")
-    net = load_weights(build_fusionmamba(args.preset), args.weights)
+    net = fusionmamba_from_weights(args.weights, args.preset)
     peers = {} if args.no_peers or not args.peers_dir else peer_methods(args.peers_dir, task=args.task)
     if args.peers_dir and not args.no_peers and not peers:
         logging.warning("no peer weights found under %s: peer rows left out", args.peers_dir)

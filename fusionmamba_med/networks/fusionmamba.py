@@ -22,7 +22,7 @@ from fusionmamba_med.networks.blocks import DFFM, FinalPatchExpand, PatchEmbed, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusionMamba", "PRESETS", "load_weights", "load_network", "build_fusionmamba"]
+__all__ = ["FusionMamba", "PRESETS", "load_weights", "load_network", "build_fusionmamba", "fusionmamba_from_weights"]
 
 # Named configurations. "tiny" is what CPU users get by default (parameters and CPU time in README.md).
 PRESETS: dict[str, dict] = {
@@ -209,6 +209,18 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
     if kept:
         logger.info("%s has no %s: kept the network's own values", path, ", ".join(kept))
     return network
+
+
+def fusionmamba_from_weights(path: str | Path, preset: str = "tiny", **overrides) -> FusionMamba:
+    """A FusionMamba of ``preset`` with the weights at ``path`` loaded (strictly), its ``residual`` mode read from
+    the file: "blend" when it holds the blend conv, else "mean" (an explicit ``residual=`` override wins)."""
+    if "residual" not in overrides and Path(path).is_file():
+        try:
+            keys = torch.load(path, map_location="cpu", weights_only=True).keys()
+        except Exception:  # load_weights below reports the problem
+            keys = ()
+        overrides["residual"] = "blend" if "blend.weight" in keys else "mean"
+    return load_weights(build_fusionmamba(preset, **overrides), path)
 
 
 def load_network(network: torch.nn.Module, model_path: str | os.PathLike | None = None, load_pretrain: bool = True,

@@ -65,9 +65,12 @@ def interpolate_weights(start: dict, end: dict, t: float) -> dict:
 
     Between a model and its fine-tune, this picks a point on their Qabf-vs-SSIM trade-off (the fine-tunes of the
     shipped medical weights gain edge transfer and lose a little structural similarity; ``docs/evaluation``).
+    ``start`` may be a "mean" residual network's and ``end`` a "blend" one's (its blend conv starts at zero).
     """
     if not 0.0 <= float(t) <= 1.0:
         raise ValueError(f"t must be in [0, 1], got {t}")
+    # a "mean" residual network is a "blend" one with a zero blend conv: interpolate from that
+    start = {**{k: torch.zeros_like(v) for k, v in end.items() if k.startswith("blend.") and k not in start}, **start}
     if set(start) != set(end):
         raise ValueError(f"the state dicts differ in keys, e.g. {sorted(set(start) ^ set(end))[:3]}")
     out = {}

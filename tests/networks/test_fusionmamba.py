@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fusionmamba_med.errors import WeightsError
-from fusionmamba_med.networks import PRESETS, FusionMamba, build_fusionmamba, load_weights
+from fusionmamba_med.networks import PRESETS, FusionMamba, build_fusionmamba, fusionmamba_from_weights, load_weights
 from fusionmamba_med.networks.blocks import EfficientScan2D
 from fusionmamba_med.ops import scan as scan_module
 
@@ -36,9 +36,10 @@ def test_eval_mode_is_deterministic():
         assert torch.equal(net(x), net(x))
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("residual", ["mean", "blend"])
+def test_gradients_reach_every_parameter(residual):
     torch.manual_seed(0)
-    net = small_net().train()
+    net = small_net(residual=residual).train()
     x = torch.rand(2, 2, 128, 128)  # deepest level 4x4: every scan sequence has more than one step
     net(x).square().mean().backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -81,11 +82,48 @@ def test_scan_and_merge_are_inverse():
 
 def test_residual_modes():
     x = torch.rand(1, 2, 32, 32)
-    for mode in ("none", "mean", "original"):
+    for mode in ("none", "mean", "original", "blend"):
         with torch.no_grad():
             assert small_net(residual=mode).eval()(x).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError):
         small_net(residual="double")
+
+
+def test_blend_starts_as_the_mean_network_it_was_loaded_from(tmp_path):
+    """A zero blend conv gives w = 0.5: "mean" weights start a "blend" network at exactly their own output."""
+    torch.manual_seed(2)
+    mean_net = small_net(residual="mean").eval()
+    path = tmp_path / "mean.pt"
+    torch.save(mean_net.state_dict(), path)
+    with pytest.raises(WeightsError, match="blend.weight"):  # strict by default
+        load_weights(small_net(residual="blend"), path)
+    blend_net = load_weights(small_net(residual="blend"), path, keep_missing=("blend.",)).eval()
+    x = torch.rand(2, 2, 48, 40)
+    with torch.no_grad():
+        assert torch.allclose(blend_net(x), mean_net(x), atol=1e-6)
+
+
+def test_blend_passes_the_chosen_source_at_full_resolution():
+    """With the head's own output at zero, the fused image is w A + (1 - w) B pixel for pixel: a weight saturated
+    towards A returns A's finest detail (a one-pixel checkerboard) unchanged, towards B returns B."""
+    net = small_net(residual="blend").eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    a = (torch.arange(40)[:, None] + torch.arange(36)[None, :]).remainder(2).float() * 0.8 + 0.1  # checkerboard
+    b = torch.rand(40, 36)
+    x = torch.stack([a, b])[None]
+    for bias, expected in ((30.0, a), (-30.0, b)):
+        with torch.no_grad():
+            net.blend.bias.fill_(bias)
+            assert torch.allclose(net(x)[0, 0], expected, atol=1e-6)
+
+
+def test_network_from_weights_reads_the_residual_mode(tmp_path):
+    for residual in ("mean", "blend"):
+        path = tmp_path / f"{residual}.pt"
+        torch.save(build_fusionmamba("tiny", residual=residual).state_dict(), path)
+        assert fusionmamba_from_weights(path).residual == residual
 
 
 def test_state_dict_round_trip(tmp_path):

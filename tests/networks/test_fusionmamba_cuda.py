@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusionmamba_med.networks import build_fusionmamba, load_weights
+from fusionmamba_med.networks import build_fusionmamba, fusionmamba_from_weights
 from fusionmamba_med.ops import mamba_ssm_available
 
 SHIPPED = Path(__file__).resolve().parents[2] / "bundles" / "ct_mri" / "models" / "model.pt"
@@ -13,7 +13,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "bundles" / "ct_mri" / "models" 
 
 def shipped(backend: str = "auto"):
     """The medical bundles' shipped tiny model (trained weights, so outputs are realistic, not saturated noise)."""
-    return load_weights(build_fusionmamba("tiny", scan_backend=backend), SHIPPED).eval()
+    return fusionmamba_from_weights(SHIPPED, scan_backend=backend).eval()
 
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -89,3 +89,7 @@ def test_interpolate_weights():
         interpolate_weights(a, {"w": b["w"]}, 0.5)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         interpolate_weights(a, b, 1.5)
+    # a "mean" network's weights interpolate to a "blend" one's: its missing blend conv counts as zero
+    blend = {**b, "blend.weight": torch.full((1, 2), 2.0), "blend.bias": torch.ones(1)}
+    mid = interpolate_weights(a, blend, 0.5)
+    assert torch.allclose(mid["blend.weight"], torch.ones(1, 2)) and torch.allclose(mid["blend.bias"], torch.tensor([0.5]))
