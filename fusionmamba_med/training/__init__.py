@@ -17,6 +17,7 @@ _EXPORTS = {
     "initial_weights": "checkpoint",
     "interpolate_weights": "checkpoint",
     "unwrap_network": "checkpoint",
+    "parameter_groups": "optim",
     "TrainingCheckpointLoader": "handlers",
     "TrainingCheckpointSaver": "handlers",
     "ExportWeights": "handlers",
