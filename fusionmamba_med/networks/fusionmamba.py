@@ -45,9 +45,11 @@ class FusionMamba(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over the encoder blocks.
         residual: global residual added to the head output: "none", "mean" ((A + B) / 2), "original"
             (2A + 2B, as in the authors' code) or "blend" (``w A + (1 - w) B`` with a per-pixel weight
-            ``w = sigmoid(blend(features))`` from a 1x1 conv on the full-resolution head features: the sources'
-            own detail reaches the output at full resolution; the blend conv starts at zero, i.e. ``w = 0.5``, so a
-            "mean" network's weights start a "blend" network at exactly the same output).
+            ``w = sigmoid(blend([features, A, B]))``, a 3x3 conv, GELU and 1x1 conv over the full-resolution head
+            features and the two sources: the sources' own detail reaches the output at full resolution, where the
+            head's 4x4 patch expansion blurs it; the last conv starts at zero, i.e. ``w = 0.5``, so a "mean"
+            network's weights start a "blend" network at exactly the same output).
+        blend_width: hidden channels of the "blend" weight branch.
         clamp_output: clamp the output to [0, 1] in eval mode (the loss clamps during training).
         pad_mode: how the input is padded to the stride ("replicate", "reflect" or "constant").
         scan_backend: selective-scan backend ("auto", "cuda", "torch", "ref").
@@ -63,6 +65,7 @@ class FusionMamba(nn.Module):
         ssm_ratio: float = 2.0,
         drop_path_rate: float = 0.0,
         residual: str = "mean",
+        blend_width: int = 16,
         clamp_output: bool = True,
         pad_mode: str = "replicate",
         scan_backend: str = "auto",
@@ -107,9 +110,11 @@ class FusionMamba(nn.Module):
         self.head_expand = FinalPatchExpand(embed_dim)
         self.head = nn.Conv2d(embed_dim, 1, 1)
         if residual == "blend":
-            self.blend = nn.Conv2d(embed_dim, 1, 1)
-            nn.init.zeros_(self.blend.weight)
-            nn.init.zeros_(self.blend.bias)
+            # per-pixel source weight from the head features and the two sources, at full resolution
+            self.blend = nn.Sequential(nn.Conv2d(embed_dim + 2, blend_width, 3, padding=1), nn.GELU(),
+                                       nn.Conv2d(blend_width, 1, 1))
+            nn.init.zeros_(self.blend[-1].weight)
+            nn.init.zeros_(self.blend[-1].bias)
 
     def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(N, h, w, C0) tokens -> (skips per level, deepest output). Skips are each stage's input."""
@@ -148,7 +153,7 @@ class FusionMamba(nn.Module):
         out = self.head(features)
         a, b = image[:, 0:1], image[:, 1:2]
         if self.residual == "blend":
-            weight = torch.sigmoid(self.blend(features))
+            weight = torch.sigmoid(self.blend(torch.cat([features, a, b], dim=1)))
             out = out + weight * a + (1 - weight) * b
         elif self.residual == "mean":
             out = out + 0.5 * (a + b)
@@ -213,13 +218,13 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
 
 def fusionmamba_from_weights(path: str | Path, preset: str = "tiny", **overrides) -> FusionMamba:
     """A FusionMamba of ``preset`` with the weights at ``path`` loaded (strictly), its ``residual`` mode read from
-    the file: "blend" when it holds the blend conv, else "mean" (an explicit ``residual=`` override wins)."""
+    the file: "blend" when it holds the blend branch, else "mean" (an explicit ``residual=`` override wins)."""
     if "residual" not in overrides and Path(path).is_file():
         try:
             keys = torch.load(path, map_location="cpu", weights_only=True).keys()
         except Exception:  # load_weights below reports the problem
             keys = ()
-        overrides["residual"] = "blend" if "blend.weight" in keys else "mean"
+        overrides["residual"] = "blend" if any(k.startswith("blend.") for k in keys) else "mean"
     return load_weights(build_fusionmamba(preset, **overrides), path)
 
 

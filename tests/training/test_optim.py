@@ -12,7 +12,7 @@ def test_prefix_scaled_group_and_the_rest():
     groups = parameter_groups(net, 1e-4, {"blend.": 25.0})
     by_lr = {g["lr"]: g["params"] for g in groups}
     assert set(by_lr) == {1e-4, 2.5e-3}
-    assert {id(p) for p in by_lr[2.5e-3]} == {id(net.blend.weight), id(net.blend.bias)}
+    assert {id(p) for p in by_lr[2.5e-3]} == {id(p) for p in net.blend.parameters()}
     assert sum(len(p) for p in by_lr.values()) == len(list(net.parameters()))
     # Adam moves the scaled parameters 25x further in one step from the same start
     opt = torch.optim.Adam(groups)
@@ -20,7 +20,7 @@ def test_prefix_scaled_group_and_the_rest():
     net.train()(torch.rand(2, 2, 32, 32)).mean().backward()
     opt.step()
     step = {n: (p.detach() - before[n]).abs().max().item() for n, p in net.named_parameters()}
-    assert abs(step["blend.bias"] - 2.5e-3) < 1e-6 and abs(step["head.bias"] - 1e-4) < 1e-7
+    assert abs(step["blend.2.bias"] - 2.5e-3) < 1e-6 and abs(step["head.bias"] - 1e-4) < 1e-7
 
 
 def test_no_match_is_one_group_and_ddp_names_are_unwrapped():
