@@ -1,6 +1,6 @@
 """2D fusion speed and peak memory of a FusionMamba preset, per slice size and batch size.
 
-    python benchmarks/bench_fusion.py [--preset tiny] [--sizes 256 512] [--batches 1 8 32] [--device cpu]
+    python benchmarks/bench_fusion.py [--preset tiny] [--residual mean|blend] [--sizes 256 512] [--batches 1 8 32] [--device cpu]
                                       [--amp bf16|fp16] [--scan-backend auto|torch|ref|cuda] [--repeat 3]
 
 Each configuration runs in a fresh subprocess so that its peak memory is its own: on CPU the peak resident set size
@@ -24,14 +24,15 @@ def _rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def measure(preset: str, size: int, batch: int, device: str, amp: str | None, backend: str, repeat: int) -> dict:
+def measure(preset: str, size: int, batch: int, device: str, amp: str | None, backend: str, repeat: int,
+            residual: str = "mean") -> dict:
     """Time ``repeat`` forward passes of a [batch, 2, size, size] input (after one warm-up)."""
     import torch
 
     from fusionmamba_med.networks import build_fusionmamba
     from fusionmamba_med.ops import resolve_backend
 
-    net = build_fusionmamba(preset, scan_backend=backend).to(device).eval()
+    net = build_fusionmamba(preset, scan_backend=backend, residual=residual).to(device).eval()
     x = torch.rand(batch, 2, size, size, device=device)
     base = _rss_mib()
     if device.startswith("cuda"):
@@ -68,20 +69,21 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default=None, choices=[None, "bf16", "fp16"])
     p.add_argument("--scan-backend", default="auto")
+    p.add_argument("--residual", default="mean", choices=["mean", "blend", "none", "original"])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
-    print(machine_line(args.device, preset=args.preset, amp=args.amp or "off"))
+    print(machine_line(args.device, preset=args.preset, residual=args.residual, amp=args.amp or "off"))
     print("| size | batch | scan backend | s/slice | slices/s | µs/pixel | peak MiB | peak KiB/pixel |")
     print("|---|---|---|---|---|---|---|---|")
     parameters = None
     for size in args.sizes:
         for batch in args.batches:
             cfg = {"preset": args.preset, "size": size, "batch": batch, "device": args.device, "amp": args.amp,
-                   "backend": args.scan_backend, "repeat": args.repeat}
+                   "backend": args.scan_backend, "repeat": args.repeat, "residual": args.residual}
             r = run_in_child(__file__, cfg)
             if isinstance(r, str):
                 print(f"| {size} | {batch} | failed: {r} | | | | | |")
