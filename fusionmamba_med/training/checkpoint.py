@@ -113,3 +113,30 @@ def export_weights(network: nn.Module | dict, path: str | os.PathLike, dtype: to
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)  # through a file object: the archive's inner name does not depend on the temporary name
     return path
+
+
+def max_rule_blend_start(network: nn.Module, sharpness: float = 10.0) -> nn.Module:
+    """Set a "blend" network's output to a soft per-pixel max rule, ``sigmoid(sharpness * (A - B)) A + (1 - ...) B``,
+    as a training start: the head's own output is zeroed and two hidden units of the blend branch compute
+    ``GELU(A - B)`` and ``GELU(B - A)`` (their difference is exactly ``A - B``); the other units keep their values
+    and a zero weight into the output, so training can bring the features in. In place; returns ``network``.
+    """
+    net = unwrap_network(network)
+    if getattr(net, "residual", None) != "blend":
+        raise ValueError("max_rule_blend_start needs a FusionMamba with residual='blend'")
+    hidden, out = net.blend[0], net.blend[-1]
+    channels = hidden.in_channels  # head features, then A, then B
+    centre = (hidden.kernel_size[0] // 2, hidden.kernel_size[1] // 2)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        for unit, sign in ((0, 1.0), (1, -1.0)):
+            hidden.weight[unit].zero_()
+            hidden.weight[unit, channels - 2, centre[0], centre[1]] = sign
+            hidden.weight[unit, channels - 1, centre[0], centre[1]] = -sign
+            hidden.bias[unit] = 0.0
+        out.weight.zero_()
+        out.bias.zero_()
+        out.weight[0, 0] = sharpness
+        out.weight[0, 1] = -sharpness
+    return net
