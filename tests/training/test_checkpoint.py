@@ -93,3 +93,23 @@ def test_interpolate_weights():
     blend = {**b, "blend.weight": torch.full((1, 2), 2.0), "blend.bias": torch.ones(1)}
     mid = interpolate_weights(a, blend, 0.5)
     assert torch.allclose(mid["blend.weight"], torch.ones(1, 2)) and torch.allclose(mid["blend.bias"], torch.tensor([0.5]))
+
+
+def test_max_rule_blend_start_is_a_soft_max_rule():
+    import pytest
+    import torch
+
+    from fusionmamba_med.networks import FusionMamba
+    from fusionmamba_med.training import max_rule_blend_start
+
+    torch.manual_seed(3)
+    net = max_rule_blend_start(FusionMamba(embed_dim=8, depths=(1, 1, 1, 1), d_state=4, residual="blend"), 10.0)
+    x = torch.rand(2, 2, 40, 44)
+    a, b = x[:, 0:1], x[:, 1:2]
+    w = torch.sigmoid(10.0 * (a - b))
+    with torch.no_grad():
+        y = net.eval()(x)
+    assert torch.allclose(y, w * a + (1 - w) * b, atol=1e-6)
+    assert (y - torch.maximum(a, b)).abs().mean() < (0.5 * (a + b) - torch.maximum(a, b)).abs().mean() / 2
+    with pytest.raises(ValueError, match="blend"):
+        max_rule_blend_start(FusionMamba(embed_dim=8, depths=(1, 1, 1, 1), d_state=4, residual="mean"))
