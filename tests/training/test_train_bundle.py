@@ -93,3 +93,22 @@ def test_multi_gpu_overlay_on_cpu(tmp_path):
     assert _column(out / "train_log.csv") == [1, 2]  # one writer: rank 1 would have added rows
     assert _column(out / "val_log.csv") == [2]
     load_weights(build_fusionmamba("tiny"), out / "model.pt")
+
+
+def test_ct_bundle_fine_tunes_its_blend_weights(tmp_path):
+    """bundles/ct_mri/train.json from its own shipped "blend" weights: the export is a blend network, and the blend
+    branch trained at its larger learning rate (it moves further than the head in the same two steps)."""
+    shipped = ROOT / "bundles" / "ct_mri" / "models" / "model.pt"
+    if not shipped.is_file():
+        pytest.skip("no shipped CT-MRI weights in this checkout")
+    from fusionmamba_med.networks import fusionmamba_from_weights
+
+    out = tmp_path / "run"
+    proc, log = _run(["--config_file", "bundles/ct_mri/train.json", "--train_sources", _sources(tmp_path, 4),
+                      "--output_dir", out, "--init_weights", shipped, "--max_iterations", 2, "--val_interval", 2,
+                      "--checkpoint_every", 2, "--batch_size", 2, *SMALL])
+    assert proc.returncode == 0, log[-3000:]
+    start, end = fusionmamba_from_weights(shipped), fusionmamba_from_weights(out / "model.pt")
+    assert start.residual == end.residual == "blend"
+    moved = {name: (p - dict(start.named_parameters())[name]).abs().max().item() for name, p in end.named_parameters()}
+    assert moved["blend.2.bias"] > 5 * moved["head.bias"] > 0

@@ -1,0 +1,60 @@
+"""Qabf and SSIM of simple per-pixel rules on an evaluation set: where the Qabf-vs-SSIM front of plain selections and
+averages lies, next to the peers (docs/evaluation/README.md).
+
+    python benchmarks/rule_front.py --task ir_vis [--data-root ../shared/data]
+
+Rules: max, mean, ``0.5 max + 0.5 mean``, and the max rule's decision map ``[A > B]`` smoothed with a Gaussian of
+sigma 1, 2, 4 px used as the weight of A (``w A + (1 - w) B``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rules() -> dict:
+    from scipy.ndimage import gaussian_filter
+
+    out = {"max": np.maximum, "mean": lambda a, b: 0.5 * (a + b),
+           "0.5 max + 0.5 mean": lambda a, b: 0.5 * np.maximum(a, b) + 0.25 * (a + b)}
+    for sigma in (1, 2, 4):
+        def smoothed(a, b, sigma=sigma):
+            w = gaussian_filter((a > b).astype(np.float64), sigma)
+            return w * a + (1 - w) * b
+        out[f"smoothed max decision, sigma {sigma}"] = smoothed
+    return out
+
+
+def main(argv=None) -> None:
+    import torch
+    from monai.transforms import Compose
+
+    from fusionmamba_med.evaluation.__main__ import _items
+    from fusionmamba_med.metrics import evaluate_fusion
+    from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=["ct_mri", "pet_mri", "spect_mri", "gfp_pc", "ir_vis"])
+    p.add_argument("--data-root", default=os.environ.get("FUSIONMAMBA_DATA", str(ROOT.parent / "shared" / "data")))
+    args = p.parse_args(argv)
+    scores: dict[str, list] = {name: [] for name in rules()}
+    for item in _items(args.task, Path(args.data_root), None)[0]:
+        data = Compose([LoadImagePaird(), PairToFusionInputd(task="auto")])(dict(item))
+        a, b = torch.as_tensor(data["image"]).double().numpy()
+        for name, rule in rules().items():
+            m = evaluate_fusion(np.clip(rule(a, b), 0, 1), a, b, ["Qabf", "SSIM"])
+            scores[name].append((m["Qabf"], m["SSIM"]))
+    print(f"| rule ({args.task}) | Qabf | SSIM |\n|---|---|---|")
+    for name, vals in scores.items():
+        v = np.asarray(vals)
+        print(f"| {name} | {v[:, 0].mean():.4f} | {v[:, 1].mean():.4f} |")
+
+
+if __name__ == "__main__":
+    main()
