@@ -1,7 +1,7 @@
 """2D fusion speed and peak memory of a FusionMamba preset, per slice size and batch size.
 
-    python benchmarks/bench_fusion.py [--preset tiny] [--residual mean|blend] [--sizes 256 512] [--batches 1 8 32] [--device cpu]
-                                      [--amp bf16|fp16] [--scan-backend auto|torch|ref|cuda] [--repeat 3]
+    python benchmarks/bench_fusion.py [--preset tiny] [--residual mean|blend] [--sizes 256 512] [--batches 1 8 32]
+                                      [--device cpu] [--amp bf16|fp16] [--scan-backend auto|torch|ref|cuda] [--repeat 3]
 
 Each configuration runs in a fresh subprocess so that its peak memory is its own: on CPU the peak resident set size
 of the process minus the resident size after the model was built; on CUDA ``torch.cuda.max_memory_allocated``.

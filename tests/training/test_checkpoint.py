@@ -92,7 +92,8 @@ def test_interpolate_weights():
     # a "mean" network's weights interpolate to a "blend" one's: its missing blend conv counts as zero
     blend = {**b, "blend.weight": torch.full((1, 2), 2.0), "blend.bias": torch.ones(1)}
     mid = interpolate_weights(a, blend, 0.5)
-    assert torch.allclose(mid["blend.weight"], torch.ones(1, 2)) and torch.allclose(mid["blend.bias"], torch.tensor([0.5]))
+    assert torch.allclose(mid["blend.weight"], torch.ones(1, 2))
+    assert torch.allclose(mid["blend.bias"], torch.tensor([0.5]))
 
 
 def test_max_rule_blend_start_is_a_soft_max_rule():
