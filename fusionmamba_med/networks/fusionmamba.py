@@ -22,7 +22,8 @@ from fusionmamba_med.networks.blocks import DFFM, FinalPatchExpand, PatchEmbed, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusionMamba", "PRESETS", "load_weights", "load_network", "build_fusionmamba", "fusionmamba_from_weights"]
+__all__ = ["FusionMamba", "PRESETS", "build_fusionmamba", "fusionmamba_from_weights", "load_network", "load_weights",
+           "read_weights"]
 
 # Named configurations. "tiny" is what CPU users get by default (parameters and CPU time in README.md).
 PRESETS: dict[str, dict] = {
@@ -172,15 +173,10 @@ def build_fusionmamba(preset: str = "tiny", **overrides) -> FusionMamba:
     return FusionMamba(preset=preset, **kwargs)
 
 
-def load_weights(network: nn.Module, path: str | Path, map_location: str | torch.device = "cpu",
-                 key: str | None = None, keep_missing: Sequence[str] = ()) -> nn.Module:
-    """Load a plain state dict (``torch.load(weights_only=True)``) into ``network``, strictly.
-
-    A checkpoint of another preset or architecture raises :class:`WeightsError` naming the first mismatches
-    instead of a silent partial load. ``key`` picks a sub-dict (e.g. "model" in a training checkpoint).
-    ``keep_missing``: name prefixes that may be absent from the file; those tensors keep the network's own values
-    (training starts a "blend" network from "mean" weights with ``("blend.",)``).
-    """
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu", key: str | None = None) -> dict:
+    """The state dict in a weights file, read with ``torch.load(weights_only=True)``; ``key`` picks a sub-dict (e.g.
+    "model" in a training checkpoint) and a DistributedDataParallel ``module.`` prefix is removed. A missing file,
+    a pickle with code objects or anything but a state dict raises :class:`WeightsError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -196,6 +192,11 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
         raise WeightsError(f"{path} does not hold a state dict")
     if any(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _load_state(network: nn.Module, state: dict, path: Path, keep_missing: Sequence[str] = ()) -> nn.Module:
+    """Copy ``state`` (read from ``path``) into ``network`` strictly, except names starting with ``keep_missing``."""
     own = network.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(tuple(keep_missing))]
     unexpected = [k for k in state if k not in own]
@@ -216,16 +217,24 @@ def load_weights(network: nn.Module, path: str | Path, map_location: str | torch
     return network
 
 
+def load_weights(network: nn.Module, path: str | Path, map_location: str | torch.device = "cpu",
+                 key: str | None = None, keep_missing: Sequence[str] = ()) -> nn.Module:
+    """Load a plain state dict (:func:`read_weights`) into ``network``, strictly.
+
+    A checkpoint of another preset or architecture raises :class:`WeightsError` naming the first mismatches
+    instead of a silent partial load. ``key`` picks a sub-dict (e.g. "model" in a training checkpoint).
+    ``keep_missing``: name prefixes that may be absent from the file; those tensors keep the network's own values
+    (training starts a "blend" network from "mean" weights with ``("blend.",)``).
+    """
+    return _load_state(network, read_weights(path, map_location, key), Path(path), keep_missing)
+
+
 def fusionmamba_from_weights(path: str | Path, preset: str = "tiny", **overrides) -> FusionMamba:
     """A FusionMamba of ``preset`` with the weights at ``path`` loaded (strictly), its ``residual`` mode read from
     the file: "blend" when it holds the blend branch, else "mean" (an explicit ``residual=`` override wins)."""
-    if "residual" not in overrides and Path(path).is_file():
-        try:
-            keys = torch.load(path, map_location="cpu", weights_only=True).keys()
-        except Exception:  # load_weights below reports the problem
-            keys = ()
-        overrides["residual"] = "blend" if any(k.startswith("blend.") for k in keys) else "mean"
-    return load_weights(build_fusionmamba(preset, **overrides), path)
+    state = read_weights(path)
+    overrides.setdefault("residual", "blend" if any(k.startswith("blend.") for k in state) else "mean")
+    return _load_state(build_fusionmamba(preset, **overrides), state, Path(path))
 
 
 def load_network(network: torch.nn.Module, model_path: str | os.PathLike | None = None, load_pretrain: bool = True,
