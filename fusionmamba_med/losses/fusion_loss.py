@@ -1,5 +1,6 @@
 """Unsupervised fusion loss: structure (SSIM or MS-SSIM), intensity (MSE or L1 to a per-pixel target such as the
-brighter source) and gradient (Sobel) terms, each form and weight configurable for ablations."""
+brighter source), gradient (Sobel) and edge-preservation (Qabf) terms, each form and weight configurable for
+ablations."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from torch import nn
+
+from fusionmamba_med.metrics.edge_preservation import qabf_batch
 
 __all__ = ["FusionLoss", "sobel_magnitude", "INTENSITY_FORMS", "INTENSITY_TARGETS", "STRUCTURE_FORMS"]
 
@@ -29,7 +32,7 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 
 class FusionLoss(nn.Module):
-    """``w_ssim * L_ssim + w_int * L_int + w_grad * L_grad`` for a fused image F and its sources A, B.
+    """``w_ssim * L_ssim + w_int * L_int + w_grad * L_grad + w_qabf * L_qabf`` for a fused image F and its sources A, B.
 
     With F clamped to [0, 1]:
 
@@ -39,6 +42,9 @@ class FusionLoss(nn.Module):
     - ``L_int = MSE(F, T)`` (``intensity="mse"``) or ``L1(F, T)`` (``"l1"``), with the target T = ``max(A, B)``
       (``intensity_target="max"``) or ``(A + B) / 2`` (``"mean"``)
     - ``L_grad = L1(|Sobel F|, max(|Sobel A|, |Sobel B|))`` with ``|Sobel| = |Gx| + |Gy|``
+    - ``L_qabf = 1 - Q^{AB/F}``, the batch mean of the Xydeas-Petrovic edge preservation (the ``Qabf`` metric's own
+      code, :func:`~fusionmamba_med.metrics.edge_preservation.qabf_batch`): the share of each source's Sobel edges,
+      weighted by their strength, that F keeps in strength and orientation. Off by default (``w_qabf = 0``).
 
     Used as MONAI ``loss_function(y_pred, y)`` with the label set to the network input itself:
     ``input`` is the fused batch (N, 1, H, W), ``target`` the sources (N, 2, H, W), channel 0 = A, channel 1 = B.
@@ -50,6 +56,7 @@ class FusionLoss(nn.Module):
         w_ssim: float = 10.0,
         w_int: float = 10.0,
         w_grad: float = 1.0,
+        w_qabf: float = 0.0,
         win_size: int = 11,
         kernel_sigma: float = 1.5,
         intensity: str = "mse",
@@ -61,6 +68,7 @@ class FusionLoss(nn.Module):
         self.w_ssim = float(w_ssim)
         self.w_int = float(w_int)
         self.w_grad = float(w_grad)
+        self.w_qabf = float(w_qabf)
         self.win_size = int(win_size)
         self.kernel_sigma = float(kernel_sigma)
         for name, value, allowed in (("intensity", intensity, INTENSITY_FORMS),
@@ -106,7 +114,8 @@ class FusionLoss(nn.Module):
         return 1.0 - ms.mean()
 
     def components(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unweighted terms ``ssim``, ``int``, ``grad`` and the weighted ``total`` (all scalars), for logging."""
+        """Unweighted terms ``ssim``, ``int``, ``grad``, ``qabf`` and the weighted ``total`` (all scalars), for
+        logging. The Qabf term is computed only when its weight is not zero (else it is reported as 0)."""
         self._check(input, target)
         fused = input.clamp(0.0, 1.0)
         target = target.to(fused.dtype)
@@ -117,7 +126,11 @@ class FusionLoss(nn.Module):
         grad_src = sobel_magnitude(target)
         l_grad = F.l1_loss(sobel_magnitude(fused), torch.maximum(grad_src[:, 0:1], grad_src[:, 1:2]))
         total = self.w_ssim * l_ssim + self.w_int * l_int + self.w_grad * l_grad
-        return {"ssim": l_ssim, "int": l_int, "grad": l_grad, "total": total}
+        l_qabf = fused.new_zeros(())
+        if self.w_qabf:
+            l_qabf = 1.0 - qabf_batch(fused, a, b).mean()
+            total = total + self.w_qabf * l_qabf
+        return {"ssim": l_ssim, "int": l_int, "grad": l_grad, "qabf": l_qabf, "total": total}
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """fused (N, 1, H, W), sources (N, 2, H, W) -> scalar loss."""

@@ -16,12 +16,39 @@ def test_forward_is_a_scalar_and_components_add_up():
     sources = _sources()
     fused = sources.mean(dim=1, keepdim=True)
     parts = loss.components(fused, sources)
-    assert set(parts) == {"ssim", "int", "grad", "total"}
+    assert set(parts) == {"ssim", "int", "grad", "qabf", "total"}
     assert loss(fused, sources).shape == ()
     expected = 10 * parts["ssim"] + 10 * parts["int"] + 1 * parts["grad"]
     assert torch.allclose(parts["total"], expected)
     assert torch.allclose(loss(fused, sources), expected)
     assert all(parts[k] > 0 for k in ("ssim", "int", "grad"))
+
+
+def test_qabf_term_is_one_minus_the_qabf_metric_and_adds_to_the_total():
+    import numpy as np
+
+    from fusionmamba_med.metrics import qabf
+
+    sources = (_sources(n=1, size=32) * 255).round() / 255
+    fused = (sources.amax(dim=1, keepdim=True) * 0.7 + sources.mean(dim=1, keepdim=True) * 0.3)
+    fused = (fused * 255).round() / 255
+    off, on = FusionLoss().components(fused, sources), FusionLoss(w_qabf=2.0).components(fused, sources)
+    assert off["qabf"].item() == 0.0  # not computed at weight 0
+    to8 = lambda x: (x[0, 0].numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    metric = qabf(to8(fused), to8(sources[:, 0:1]), to8(sources[:, 1:2]))
+    assert on["qabf"].item() == pytest.approx(1.0 - metric, abs=1e-3)  # float32 here, float64 in the metric
+    assert torch.allclose(on["total"], off["total"] + 2.0 * on["qabf"])
+
+
+def test_qabf_term_has_finite_gradients_that_favour_the_source_edges():
+    sources = torch.zeros(1, 2, 32, 32)
+    sources[:, 0, :, 16:] = 1.0  # A: a vertical edge
+    sources[:, 1, 16:, :] = 0.5  # B: a horizontal edge
+    flat = torch.full((1, 1, 32, 32), 0.4, requires_grad=True)
+    loss = FusionLoss(w_ssim=0.0, w_int=0.0, w_grad=0.0, w_qabf=1.0)
+    loss(flat + 0.01 * torch.rand(1, 1, 32, 32), sources).backward()
+    assert torch.isfinite(flat.grad).all() and flat.grad.abs().sum() > 0
+    assert loss(sources.amax(dim=1, keepdim=True), sources) < loss(sources.mean(dim=1, keepdim=True) * 0 + 0.4, sources)
 
 
 def test_intensity_term_is_zero_for_the_pixelwise_max():
