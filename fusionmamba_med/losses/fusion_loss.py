@@ -46,6 +46,12 @@ class FusionLoss(nn.Module):
       code, :func:`~fusionmamba_med.metrics.edge_preservation.qabf_batch`): the share of each source's Sobel edges,
       weighted by their strength, that F keeps in strength and orientation. Off by default (``w_qabf = 0``).
 
+    ``structure_margin`` (off by default) turns the structure term into a floor: ``relu(L_ssim - L_ssim(M) - margin)``
+    with M the mean of the sources on the same batch, i.e. SSIM is penalised only where it falls more than ``margin``
+    below averaging's. A weighted sum of SSIM and Qabf terms prefers the extremes (the max rule or the average; on
+    IR-VIS every point between lies inside their chord), so with the floor the edge term maximises Qabf at a chosen
+    structural similarity instead.
+
     Used as MONAI ``loss_function(y_pred, y)`` with the label set to the network input itself:
     ``input`` is the fused batch (N, 1, H, W), ``target`` the sources (N, 2, H, W), channel 0 = A, channel 1 = B.
     H and W must be at least the SSIM window (11).
@@ -63,12 +69,14 @@ class FusionLoss(nn.Module):
         intensity_target: str = "max",
         structure: str = "ssim",
         ms_ssim_scales: int = 3,
+        structure_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.w_ssim = float(w_ssim)
         self.w_int = float(w_int)
         self.w_grad = float(w_grad)
         self.w_qabf = float(w_qabf)
+        self.structure_margin = None if structure_margin is None else float(structure_margin)
         self.win_size = int(win_size)
         self.kernel_sigma = float(kernel_sigma)
         for name, value, allowed in (("intensity", intensity, INTENSITY_FORMS),
@@ -121,6 +129,10 @@ class FusionLoss(nn.Module):
         target = target.to(fused.dtype)
         a, b = target[:, 0:1], target[:, 1:2]
         l_ssim = 0.5 * self._structure_loss(fused, a) + 0.5 * self._structure_loss(fused, b)
+        if self.structure_margin is not None:
+            mean = 0.5 * (a + b)
+            floor = 0.5 * self._structure_loss(mean, a) + 0.5 * self._structure_loss(mean, b) + self.structure_margin
+            l_ssim = torch.relu(l_ssim - floor.detach())
         goal = torch.maximum(a, b) if self.intensity_target == "max" else 0.5 * (a + b)
         l_int = F.mse_loss(fused, goal) if self.intensity == "mse" else F.l1_loss(fused, goal)
         grad_src = sobel_magnitude(target)
