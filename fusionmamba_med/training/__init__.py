@@ -16,6 +16,7 @@ _EXPORTS = {
     "export_weights": "checkpoint",
     "initial_weights": "checkpoint",
     "interpolate_weights": "checkpoint",
+    "average_weights": "checkpoint",
     "max_rule_blend_start": "checkpoint",
     "unwrap_network": "checkpoint",
     "parameter_groups": "optim",

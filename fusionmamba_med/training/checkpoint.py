@@ -13,7 +13,8 @@ import torch.nn as nn
 from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = [
-    "checkpoint_iteration", "export_weights", "initial_weights", "interpolate_weights", "latest_checkpoint",
+    "average_weights", "checkpoint_iteration", "export_weights", "initial_weights", "interpolate_weights",
+    "latest_checkpoint",
     "max_rule_blend_start", "resolve_resume", "unwrap_network",
 ]
 
@@ -78,6 +79,24 @@ def interpolate_weights(start: dict, end: dict, t: float) -> dict:
         if tuple(start[k].shape) != tuple(v.shape):
             raise ValueError(f"{k}: shapes {tuple(start[k].shape)} and {tuple(v.shape)} differ")
         out[k] = torch.lerp(start[k].float(), v.float(), float(t)) if v.is_floating_point() else v.clone()
+    return out
+
+
+def average_weights(states: list[dict]) -> dict:
+    """The mean of state dicts of one architecture (float32; other tensors from the last): the shipped weights of a
+    noisy fine-tune are the mean of its last checkpoints (e.g. the CT-MRI and 2D bundles')."""
+    if not states:
+        raise ValueError("average_weights needs at least one state dict")
+    out = dict(states[-1])
+    for state in states[:-1]:
+        if set(state) != set(out):
+            raise ValueError(f"the state dicts differ in keys, e.g. {sorted(set(state) ^ set(out))[:3]}")
+    for k, v in out.items():
+        if v.is_floating_point():
+            shapes = {tuple(s[k].shape) for s in states}
+            if len(shapes) > 1:
+                raise ValueError(f"{k}: shapes {sorted(shapes)} differ")
+            out[k] = torch.stack([s[k].float() for s in states]).mean(dim=0)
     return out
 
 

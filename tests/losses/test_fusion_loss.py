@@ -51,6 +51,16 @@ def test_qabf_term_has_finite_gradients_that_favour_the_source_edges():
     assert loss(sources.amax(dim=1, keepdim=True), sources) < loss(sources.mean(dim=1, keepdim=True) * 0 + 0.4, sources)
 
 
+def test_structure_margin_makes_ssim_a_floor_relative_to_averaging():
+    sources = _sources(n=2, size=32)
+    mean, brighter = sources.mean(dim=1, keepdim=True), sources.amax(dim=1, keepdim=True)
+    plain = FusionLoss().components(brighter, sources)["ssim"] - FusionLoss().components(mean, sources)["ssim"]
+    assert plain > 0.05  # the max rule is further from both sources' structure than their average
+    assert FusionLoss(structure_margin=0.0).components(mean, sources)["ssim"].item() == 0.0
+    assert FusionLoss(structure_margin=0.0).components(brighter, sources)["ssim"].item() == pytest.approx(plain.item())
+    assert FusionLoss(structure_margin=plain.item() + 0.01).components(brighter, sources)["ssim"].item() == 0.0
+
+
 def test_intensity_term_is_zero_for_the_pixelwise_max():
     sources = _sources()
     parts = FusionLoss().components(sources.max(dim=1, keepdim=True).values, sources)

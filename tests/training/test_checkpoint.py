@@ -96,6 +96,25 @@ def test_interpolate_weights():
     assert torch.allclose(mid["blend.bias"], torch.tensor([0.5]))
 
 
+def test_average_weights_is_the_mean_of_checkpoints():
+    import pytest
+    import torch
+
+    from fusionmamba_med.training import average_weights
+
+    states = [{"w": torch.full((2,), v, dtype=torch.float16), "n": torch.tensor(int(v))} for v in (1.0, 2.0, 6.0)]
+    out = average_weights(states)
+    assert torch.allclose(out["w"], torch.full((2,), 3.0)) and out["w"].dtype == torch.float32
+    assert out["n"].item() == 6  # integer buffers from the last
+    assert states[0]["w"][0].item() == 1.0  # inputs untouched
+    with pytest.raises(ValueError, match="keys"):
+        average_weights([states[0], {"w": states[1]["w"]}])
+    with pytest.raises(ValueError, match="shapes"):
+        average_weights([states[0], {"w": torch.zeros(3), "n": torch.tensor(0)}])
+    with pytest.raises(ValueError, match="at least one"):
+        average_weights([])
+
+
 def test_max_rule_blend_start_is_a_soft_max_rule():
     import pytest
     import torch
