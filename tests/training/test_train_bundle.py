@@ -112,3 +112,25 @@ def test_ct_bundle_fine_tunes_its_blend_weights(tmp_path):
     assert start.residual == end.residual == "blend"
     moved = {name: (p - dict(start.named_parameters())[name]).abs().max().item() for name, p in end.named_parameters()}
     assert moved["blend.2.bias"] > 5 * moved["head.bias"] > 0
+
+
+def test_2d_bundle_trains_with_the_edge_loss_and_a_structure_floor(tmp_path):
+    """bundles/generic_2d/train.json with the loss its shipped weights were fine-tuned with (Qabf term, SSIM as a floor
+    relative to averaging): the Qabf term is logged as a loss in (0, 1) and the export keeps the shipped residual mode."""
+    shipped = ROOT / "bundles" / "generic_2d" / "models" / "model.pt"
+    if not shipped.is_file():
+        pytest.skip("no shipped 2D weights in this checkout")
+    from fusionmamba_med.networks import fusionmamba_from_weights
+
+    out = tmp_path / "run"
+    config = json.loads((ROOT / "bundles" / "generic_2d" / "configs" / "train.json").read_text())
+    proc, log = _run(["--config_file", "bundles/generic_2d/train.json", "--train_sources", _sources(tmp_path, 4),
+                      "--output_dir", out, "--init_weights", shipped, "--max_iterations", 2, "--val_interval", 2,
+                      "--checkpoint_every", 2, "--batch_size", 2, *SMALL])
+    assert proc.returncode == 0, log[-3000:]
+    assert config["loss_weights"]["w_qabf"] > 0 and config["loss_weights"]["structure_margin"] is not None
+    with open(out / "train_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert all(0.0 < float(r["loss_qabf"]) < 1.0 for r in rows)
+    assert fusionmamba_from_weights(out / "model.pt").residual == fusionmamba_from_weights(shipped).residual
