@@ -3,8 +3,9 @@ averages lies, next to the peers (docs/evaluation/README.md).
 
     python benchmarks/rule_front.py --task ir_vis [--data-root ../shared/data]
 
-Rules: max, mean, ``0.5 max + 0.5 mean``, and the max rule's decision map ``[A > B]`` smoothed with a Gaussian of
-sigma 1, 2, 4 px used as the weight of A (``w A + (1 - w) B``).
+Rules: max, mean, ``0.5 max + 0.5 mean``, the max rule's decision map ``[A > B]`` smoothed with a Gaussian of
+sigma 1, 2, 4 px used as the weight of A (``w A + (1 - w) B``), and soft max rules ``w = sigmoid(k (A - B))`` for
+k = 3, 4, 5, 7, 10 (intensities in [0, 1]; k = 7 is the 2D weights' training start, ``max_rule_blend_start``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def rules() -> dict:
             w = gaussian_filter((a > b).astype(np.float64), sigma)
             return w * a + (1 - w) * b
         out[f"smoothed max decision, sigma {sigma}"] = smoothed
+    for k in (3, 4, 5, 7, 10):
+        def soft(a, b, k=k):
+            w = 1.0 / (1.0 + np.exp(-k * (a - b)))
+            return w * a + (1 - w) * b
+        out[f"soft max, k = {k}"] = soft
     return out
 
 
