@@ -1,4 +1,5 @@
-"""No-reference and source-referenced metrics for 2D image fusion, computed once, in numpy float64.
+"""No-reference and source-referenced metrics for 2D image fusion, computed once, in float64 (numpy; Qabf in torch,
+the same code as the loss's edge term).
 
 Every metric takes 2D grey images. Inputs go through :func:`to_uint8_grey` first, so every score is on the
 8-bit 0-255 scale the fusion literature reports:
