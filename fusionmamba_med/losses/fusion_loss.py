@@ -48,9 +48,8 @@ class FusionLoss(nn.Module):
 
     ``structure_margin`` (off by default) turns the structure term into a floor: ``relu(L_ssim - L_ssim(M) - margin)``
     with M the mean of the sources on the same batch, i.e. SSIM is penalised only where it falls more than ``margin``
-    below averaging's. A weighted sum of SSIM and Qabf terms prefers the extremes (the max rule or the average; on
-    IR-VIS every point between lies inside their chord), so with the floor the edge term maximises Qabf at a chosen
-    structural similarity instead.
+    below averaging's. With a weighted sum, training trades SSIM for Qabf freely (on IR-VIS it slid towards the max
+    rule's low SSIM); with the floor the edge term maximises Qabf at a chosen structural similarity instead.
 
     Used as MONAI ``loss_function(y_pred, y)`` with the label set to the network input itself:
     ``input`` is the fused batch (N, 1, H, W), ``target`` the sources (N, 2, H, W), channel 0 = A, channel 1 = B.
