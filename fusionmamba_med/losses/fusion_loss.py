@@ -121,8 +121,8 @@ class FusionLoss(nn.Module):
         return 1.0 - ms.mean()
 
     def components(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unweighted terms ``ssim``, ``int``, ``grad``, ``qabf`` and the weighted ``total`` (all scalars), for
-        logging. The Qabf term is computed only when its weight is not zero (else it is reported as 0)."""
+        """Unweighted terms ``ssim``, ``int``, ``grad`` (and ``qabf`` when its weight is not zero: it is computed only
+        then) and the weighted ``total`` (all scalars), for logging."""
         self._check(input, target)
         fused = input.clamp(0.0, 1.0)
         target = target.to(fused.dtype)
@@ -136,12 +136,12 @@ class FusionLoss(nn.Module):
         l_int = F.mse_loss(fused, goal) if self.intensity == "mse" else F.l1_loss(fused, goal)
         grad_src = sobel_magnitude(target)
         l_grad = F.l1_loss(sobel_magnitude(fused), torch.maximum(grad_src[:, 0:1], grad_src[:, 1:2]))
+        parts = {"ssim": l_ssim, "int": l_int, "grad": l_grad}
         total = self.w_ssim * l_ssim + self.w_int * l_int + self.w_grad * l_grad
-        l_qabf = fused.new_zeros(())
         if self.w_qabf:
-            l_qabf = 1.0 - qabf_batch(fused, a, b).mean()
-            total = total + self.w_qabf * l_qabf
-        return {"ssim": l_ssim, "int": l_int, "grad": l_grad, "qabf": l_qabf, "total": total}
+            parts["qabf"] = 1.0 - qabf_batch(fused, a, b).mean()
+            total = total + self.w_qabf * parts["qabf"]
+        return {**parts, "total": total}
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """fused (N, 1, H, W), sources (N, 2, H, W) -> scalar loss."""
