@@ -39,27 +39,23 @@ def rules() -> dict:
 
 def main(argv=None) -> None:
     import torch
-    from monai.transforms import Compose
 
     from fusionmamba_med.evaluation.__main__ import _items
-    from fusionmamba_med.metrics import evaluate_fusion
-    from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd
+    from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=["ct_mri", "pet_mri", "spect_mri", "gfp_pc", "ir_vis"])
     p.add_argument("--data-root", default=os.environ.get("FUSIONMAMBA_DATA", str(ROOT.parent / "shared" / "data")))
     args = p.parse_args(argv)
-    scores: dict[str, list] = {name: [] for name in rules()}
-    for item in _items(args.task, Path(args.data_root), None)[0]:
-        data = Compose([LoadImagePaird(), PairToFusionInputd(task="auto")])(dict(item))
-        a, b = torch.as_tensor(data["image"]).double().numpy()
-        for name, rule in rules().items():
-            m = evaluate_fusion(np.clip(rule(a, b), 0, 1), a, b, ["Qabf", "SSIM"])
-            scores[name].append((m["Qabf"], m["SSIM"]))
+
+    def method(rule):  # a rule on float64 A, B -> the evaluation's method interface, image (2, H, W) -> (1, H, W)
+        return lambda image: torch.from_numpy(np.clip(rule(*image.double().numpy()), 0, 1))[None]
+
+    rows, _ = evaluate_methods(_items(args.task, Path(args.data_root), None)[0],
+                               {name: method(rule) for name, rule in rules().items()}, metrics=["Qabf", "SSIM"])
     print(f"| rule ({args.task}) | Qabf | SSIM |\n|---|---|---|")
-    for name, vals in scores.items():
-        v = np.asarray(vals)
-        print(f"| {name} | {v[:, 0].mean():.4f} | {v[:, 1].mean():.4f} |")
+    for name, scores in summarise(rows).items():
+        print(f"| {name} | {scores['Qabf'][0]:.4f} | {scores['SSIM'][0]:.4f} |")
 
 
 if __name__ == "__main__":

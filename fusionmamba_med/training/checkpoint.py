@@ -14,8 +14,7 @@ from fusionmamba_med.io.atomic import atomic_path
 
 __all__ = [
     "average_weights", "checkpoint_iteration", "export_weights", "initial_weights", "interpolate_weights",
-    "latest_checkpoint",
-    "max_rule_blend_start", "resolve_resume", "unwrap_network",
+    "latest_checkpoint", "max_rule_blend_start", "resolve_resume", "unwrap_network",
 ]
 
 logger = logging.getLogger(__name__)
