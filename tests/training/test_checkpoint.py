@@ -133,3 +133,25 @@ def test_max_rule_blend_start_is_a_soft_max_rule():
     assert (y - torch.maximum(a, b)).abs().mean() < (0.5 * (a + b) - torch.maximum(a, b)).abs().mean() / 2
     with pytest.raises(ValueError, match="blend"):
         max_rule_blend_start(FusionMamba(embed_dim=8, depths=(1, 1, 1, 1), d_state=4, residual="mean"))
+
+
+def test_max_rule_blend_start_smooth_decides_on_binomially_smoothed_sources():
+    import torch
+    import torch.nn.functional as F
+
+    from fusionmamba_med.networks import FusionMamba
+    from fusionmamba_med.training import max_rule_blend_start
+
+    torch.manual_seed(4)
+    net = max_rule_blend_start(FusionMamba(embed_dim=8, depths=(1, 1, 1, 1), d_state=4, residual="blend"), 6.0,
+                               smooth=True)
+    x = torch.rand(2, 2, 36, 40)
+    a, b = x[:, 0:1], x[:, 1:2]
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]).view(1, 1, 3, 3) / 16.0
+    smoothed = F.conv2d(a - b, kernel, padding=1)  # zero padding, as the branch's convolution
+    w = torch.sigmoid(6.0 * smoothed)
+    with torch.no_grad():
+        y = net.eval()(x)
+    assert torch.allclose(y, w * a + (1 - w) * b, atol=1e-6)
+    pixel_w = torch.sigmoid(6.0 * (a - b))
+    assert not torch.allclose(y, pixel_w * a + (1 - pixel_w) * b, atol=1e-3)  # not the pixel rule
