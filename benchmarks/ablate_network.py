@@ -46,7 +46,7 @@ def variants(network: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
 
 def main(argv=None) -> None:
     from fusionmamba_med.evaluation.__main__ import _items
-    from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, network_method, summarise
+    from fusionmamba_med.evaluation.pair_evaluation import score_network
     from fusionmamba_med.networks import fusionmamba_from_weights
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,11 +61,7 @@ def main(argv=None) -> None:
     print("|---" * (len(args.tasks) + 1) + "|")
     for name, state in variants(net).items():
         net.load_state_dict(state)
-        cells = []
-        for pairs in items.values():
-            res, _ = evaluate_methods(pairs, {"ours": network_method(net)}, metrics=["Qabf", "SSIM"])
-            s = summarise(res)["ours"]
-            cells.append(f"{s['Qabf'][0]:.4f} / {s['SSIM'][0]:.4f}")
+        cells = [f"{s['Qabf']:.4f} / {s['SSIM']:.4f}" for s in (score_network(net, pairs) for pairs in items.values())]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 

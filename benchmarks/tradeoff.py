@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> None:
     from fusionmamba_med.evaluation.__main__ import _items
-    from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, network_method, summarise
+    from fusionmamba_med.evaluation.pair_evaluation import score_network
     from fusionmamba_med.networks import fusionmamba_from_weights
     from fusionmamba_med.training import interpolate_weights
 
@@ -47,9 +47,7 @@ def main(argv=None) -> None:
             net = fusionmamba_from_weights(path)
             row = {"t": t}
             for task, pairs in items.items():
-                res, _ = evaluate_methods(pairs, {"ours": network_method(net)}, metrics=["Qabf", "SSIM"])
-                s = summarise(res)["ours"]
-                row[task] = {"Qabf": s["Qabf"][0], "SSIM": s["SSIM"][0]}
+                row[task] = score_network(net, pairs)
             rows.append(row)
             print(f"| {t:g} | " + " | ".join(f"{row[k]['Qabf']:.4f} / {row[k]['SSIM']:.4f}" for k in args.tasks) + " |",
                   flush=True)

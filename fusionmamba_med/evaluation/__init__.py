@@ -5,8 +5,10 @@ from fusionmamba_med.evaluation.pair_evaluation import (
     evaluate_methods,
     fuse_pair,
     network_method,
+    score_network,
     summarise,
     write_report,
 )
 
-__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "summarise", "write_report"]
+__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "score_network", "summarise",
+           "write_report"]

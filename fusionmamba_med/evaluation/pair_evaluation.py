@@ -23,7 +23,8 @@ from fusionmamba_med.inference.forward import run_network
 from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColord
 from fusionmamba_med.metrics import METRICS, evaluate_fusion
 
-__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "summarise", "write_report"]
+__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "score_network", "summarise",
+           "write_report"]
 
 #: held-out evaluation folders per task, relative to the data root (A folder, B folder).
 EVAL_TASKS: dict[str, dict] = {
@@ -94,6 +95,14 @@ def summarise(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float
             vals = vals[np.isfinite(vals)]
             out[method][metric] = (float(vals.mean()), float(vals.std())) if vals.size else (math.nan, math.nan)
     return out
+
+
+def score_network(network: torch.nn.Module, items: Sequence[Mapping], metrics: Sequence[str] = ("Qabf", "SSIM"),
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean of each metric for one network over a task's pairs, ``{metric: mean}`` (benchmarks compare weights with
+    it)."""
+    rows, _ = evaluate_methods(items, {"network": network_method(network, device)}, metrics=list(metrics))
+    return {metric: mean for metric, (mean, _) in summarise(rows)["network"].items()}
 
 
 def _to_rgb8(x) -> np.ndarray:

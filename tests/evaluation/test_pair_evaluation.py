@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusionmamba_med.evaluation import evaluate_methods, network_method, summarise, write_report
+from fusionmamba_med.evaluation import evaluate_methods, network_method, score_network, summarise, write_report
 from fusionmamba_med.evaluation.pair_evaluation import baseline_methods
 
 
@@ -41,6 +41,16 @@ def test_every_method_scored_on_every_pair(tmp_path):
     assert summary["take_a"]["SSIM"][0] < 1.0
     # colour restored from the PET image for the figure
     assert kept[0]["colour"]["average"].shape[0] == 3
+
+
+def test_score_network_is_the_mean_over_pairs(tmp_path):
+    items = _pairs(tmp_path, n=3)
+    scores = score_network(TakeA(), items)
+    rows, _ = evaluate_methods(items, {"take_a": network_method(TakeA())}, metrics=["Qabf", "SSIM"])
+    assert set(scores) == {"Qabf", "SSIM"}
+    for metric in scores:
+        assert scores[metric] == np.mean([r[metric] for r in rows])
+    assert 0.5 < scores["SSIM"] < 1.0  # perfect against A, not against B
 
 
 def test_report_files(tmp_path):
