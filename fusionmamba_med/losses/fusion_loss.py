@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from torch import nn
 
-from fusionmamba_med.metrics.edge_preservation import qabf_batch
+from fusionmamba_med.metrics.edge_preservation import SOBEL_KERNELS, qabf_batch
 
 __all__ = ["FusionLoss", "sobel_magnitude", "INTENSITY_FORMS", "INTENSITY_TARGETS", "STRUCTURE_FORMS"]
 
@@ -19,13 +19,12 @@ STRUCTURE_FORMS = ("ssim", "ms_ssim")
 #: the first weights of MS-SSIM's five scales (Wang et al. 2003); ``ms_ssim_scales`` of them are used, renormalised.
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-
-
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """|Gx| + |Gy| of a (N, C, H, W) batch, channel by channel, with replicate padding (same shape out)."""
+    """|Gx| + |Gy| of a (N, C, H, W) batch, channel by channel, with replicate padding (same shape out); the
+    Sobel kernels are Qabf's (:data:`~fusionmamba_med.metrics.edge_preservation.SOBEL_KERNELS`), the magnitude and
+    padding are the loss's own."""
     n, c, h, w = x.shape
-    kernel = torch.stack([_SOBEL_X, _SOBEL_X.T]).unsqueeze(1).to(device=x.device, dtype=x.dtype)  # (2, 1, 3, 3)
+    kernel = SOBEL_KERNELS.unsqueeze(1).to(device=x.device, dtype=x.dtype)  # (2, 1, 3, 3)
     padded = F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
     grads = F.conv2d(padded, kernel)  # (N*C, 2, H, W)
     return grads.abs().sum(dim=1).reshape(n, c, h, w)

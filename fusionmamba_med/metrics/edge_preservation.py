@@ -9,15 +9,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["edge_preservation", "qabf_batch", "sobel_edges"]
+__all__ = ["SOBEL_KERNELS", "edge_preservation", "qabf_batch", "sobel_edges"]
 
 #: the standard sigmoid constants (Tg, kg, Dg) for strength and (Ta, ka, Da) for orientation
 STRENGTH_CONSTANTS = (0.9994, -15.0, 0.5)
 ORIENTATION_CONSTANTS = (0.9879, -22.0, 0.8)
 
-# correlation kernels equal to scipy's convolve2d with the flipped textbook Sobel masks
-_SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
-_SOBEL_Y = torch.tensor([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
+#: the Sobel x and y correlation kernels (2, 3, 3), equal to scipy's convolve2d with the flipped textbook masks (the
+#: Qabf reference's orientation convention); the fusion loss's gradient term uses them too
+SOBEL_KERNELS = torch.tensor([[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],
+                              [[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]]])
 
 
 def _safe_where(mask: torch.Tensor, value: torch.Tensor, fill: float) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _safe_where(mask: torch.Tensor, value: torch.Tensor, fill: float) -> torch.T
 def sobel_edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 1, H, W) -> Sobel strength ``sqrt(Sx^2 + Sy^2)`` and orientation ``arctan(Sy / Sx)`` (``pi / 2`` where
     ``Sx = 0``), zero padding, both (N, 1, H, W). Gradients are finite everywhere (flat pixels give zero)."""
-    kernel = torch.stack([_SOBEL_X, _SOBEL_Y]).unsqueeze(1).to(device=x.device, dtype=x.dtype)  # (2, 1, 3, 3)
+    kernel = SOBEL_KERNELS.unsqueeze(1).to(device=x.device, dtype=x.dtype)  # (2, 1, 3, 3)
     s = F.conv2d(x, kernel, padding=1)
     sx, sy = s[:, 0:1], s[:, 1:2]
     sq = sx * sx + sy * sy
