@@ -5,7 +5,9 @@ averages lies, next to the peers (docs/evaluation/README.md).
 
 Rules: max, mean, ``0.5 max + 0.5 mean``, the max rule's decision map ``[A > B]`` smoothed with a Gaussian of
 sigma 1, 2, 4 px used as the weight of A (``w A + (1 - w) B``), and soft max rules ``w = sigmoid(k (A - B))`` for
-k = 3, 4, 5, 7, 10 (intensities in [0, 1]; k = 7 is the 2D weights' training start, ``max_rule_blend_start``).
+k = 3, 4, 5, 7, 10 (intensities in [0, 1]), and the same decided on sources smoothed by the 3 x 3 binomial kernel
+``[1, 2, 1]^T [1, 2, 1] / 16``, ``w = sigmoid(k (S A - S B))`` for k = 4, 6, 8, 12, 20 (the 2D weights' training
+start is this rule at k = 6: ``max_rule_blend_start(net, 6.0, smooth=True)``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rules() -> dict:
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import convolve, gaussian_filter
 
     out = {"max": np.maximum, "mean": lambda a, b: 0.5 * (a + b),
            "0.5 max + 0.5 mean": lambda a, b: 0.5 * np.maximum(a, b) + 0.25 * (a + b)}
@@ -34,6 +36,13 @@ def rules() -> dict:
             w = 1.0 / (1.0 + np.exp(-k * (a - b)))
             return w * a + (1 - w) * b
         out[f"soft max, k = {k}"] = soft
+    binomial = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
+    for k in (4, 6, 8, 12, 20):
+        def smoothed_soft(a, b, k=k):  # zero padding, as the network's blend branch
+            d = convolve(a - b, binomial, mode="constant", cval=0.0)
+            w = 1.0 / (1.0 + np.exp(-k * d))
+            return w * a + (1 - w) * b
+        out[f"soft max on 3x3-smoothed sources, k = {k}"] = smoothed_soft
     return out
 
 
