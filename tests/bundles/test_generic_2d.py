@@ -70,7 +70,10 @@ def test_gfp_pc_from_inside_the_bundle(tmp_path):
     _save(data / "PC" / "cell.bmp", RNG.integers(0, 256, (32, 32), dtype=np.uint8))
 
     proc = _run(BUNDLE, "inference.json", "--task", "gfp_pc", "--dataset_dir", data, "--output_dir", out)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    weights = BUNDLE / "models" / "model_gfp_pc.pt"  # GFP-PC has its own weights (task_weights)
+    assert (f"network weights: {weights}" in log) == weights.is_file() and ("RANDOM" in log) != weights.is_file(), log
     fused, info = read_image2d(out / "cell.png")
     assert fused.shape == (3, 32, 32) and info["mode"] == "RGB"
     assert (fused[1] >= fused[0]).all() and (fused[1] >= fused[2]).all()  # GFP's green hue is kept

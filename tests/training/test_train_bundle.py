@@ -128,9 +128,33 @@ def test_2d_bundle_trains_with_the_edge_loss_and_a_structure_floor(tmp_path):
                       "--output_dir", out, "--init_weights", shipped, "--max_iterations", 2, "--val_interval", 2,
                       "--checkpoint_every", 2, "--batch_size", 2, *SMALL])
     assert proc.returncode == 0, log[-3000:]
-    assert config["loss_weights"]["w_qabf"] > 0 and config["loss_weights"]["structure_margin"] is not None
+    ir_vis_loss = config["task_loss_weights"]["ir_vis"]
+    assert ir_vis_loss["w_qabf"] > 0 and ir_vis_loss["structure_margin"] is not None
     with open(out / "train_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["iteration"]) for r in rows] == [1, 2]
     assert all(0.0 < float(r["loss_qabf"]) < 1.0 for r in rows)
     assert fusionmamba_from_weights(out / "model.pt").residual == fusionmamba_from_weights(shipped).residual
+
+
+def test_2d_bundle_loss_and_training_pairs_follow_the_task():
+    """generic_2d train.json: --task gfp_pc trains on the Harvard functional-over-MRI pairs (functional image as A, the
+    colour source, like GFP) with its own loss; --task ir_vis on irvis_train with the SSIM floor; a --loss_weights
+    dict given on the command line still replaces the task's."""
+    from monai.bundle import ConfigParser
+
+    def parsed(task, **overrides):
+        parser = ConfigParser()
+        parser.read_config(ROOT / "bundles" / "generic_2d" / "train.json")
+        parser.update({"task": task, "data_root": "/data", **overrides})
+        return parser.get_parsed_content("loss"), parser.get_parsed_content("train_sources")
+
+    loss, sources = parsed("gfp_pc")
+    assert (loss.w_ssim, loss.w_int, loss.w_qabf, loss.structure_margin) == (1.75, 0.0, 1.0, None)
+    assert [(Path(s["dir_a"]).name, Path(s["dir_b"]).name) for s in sources] == [("PET", "MRI"), ("SPECT", "MRI")]
+    assert all(s["dir_a"].startswith("/data/harvard/") for s in sources)
+    loss, sources = parsed("ir_vis")
+    assert loss.structure_margin == 0.035 and loss.w_qabf == 1.0
+    assert [s["name"] for s in sources] == ["irvis_train"]
+    loss, _ = parsed("gfp_pc", loss_weights={"w_ssim": 1.0, "w_int": 10.0, "w_grad": 10.0})
+    assert (loss.w_ssim, loss.w_int, loss.w_grad, loss.w_qabf) == (1.0, 10.0, 10.0, 0.0)
