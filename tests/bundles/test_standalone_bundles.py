@@ -35,7 +35,7 @@ def _cli(*args, cwd=ROOT, timeout=120):
 
 def _copy_bundle(name: str, dest: Path, weights: bool = False) -> Path:
     """A copy of bundles/<name> outside the checkout (without the weights unless asked)."""
-    ignore = shutil.ignore_patterns("eval", "runs", "__pycache__", *(() if weights else ("model.pt",)))
+    ignore = shutil.ignore_patterns("eval", "runs", "__pycache__", *(() if weights else ("*.pt",)))
     return Path(shutil.copytree(ROOT / "bundles" / name, dest, ignore=ignore))
 
 
