@@ -77,3 +77,30 @@ def test_gfp_pc_from_inside_the_bundle(tmp_path):
     fused, info = read_image2d(out / "cell.png")
     assert fused.shape == (3, 32, 32) and info["mode"] == "RGB"
     assert (fused[1] >= fused[0]).all() and (fused[1] >= fused[2]).all()  # GFP's green hue is kept
+
+
+GFP_PC = ROOT.parent / "shared" / "data" / "GFP_PC"
+
+
+@pytest.mark.skipif(not (GFP_PC / "GFP").is_dir() or not (BUNDLE / "models" / "model_gfp_pc.pt").is_file(),
+                    reason="needs ../shared/data/GFP_PC and the shipped GFP-PC weights")
+def test_gfp_pc_weights_keep_more_structure_than_the_rules_they_started_from():
+    """The shipped GFP-PC weights on the 4 GFP_PC evaluation pairs: more SSIM than the max rule and than the soft max
+    rule on 3x3-smoothed sources they started from (k = 6), and more of both metrics than the IR-VIS weights."""
+    import torch
+
+    from fusionmamba_med.baselines.classical import ClassicalFusionNet
+    from fusionmamba_med.evaluation import score_network
+    from fusionmamba_med.io.pairs import discover_pairs
+    from fusionmamba_med.networks import build_fusionmamba, fusionmamba_from_weights
+    from fusionmamba_med.training import max_rule_blend_start
+
+    items, errors = discover_pairs(GFP_PC / "GFP", GFP_PC / "PC")
+    assert len(items) == 4 and not errors
+    ours = score_network(fusionmamba_from_weights(BUNDLE / "models" / "model_gfp_pc.pt"), items)
+    max_rule = score_network(ClassicalFusionNet("max_abs"), items)
+    torch.manual_seed(0)
+    start_rule = score_network(max_rule_blend_start(build_fusionmamba("tiny", residual="blend"), 6.0, smooth=True), items)
+    ir_vis = score_network(fusionmamba_from_weights(BUNDLE / "models" / "model.pt"), items)
+    assert ours["SSIM"] > max_rule["SSIM"] and ours["SSIM"] > start_rule["SSIM"]
+    assert ours["Qabf"] > ir_vis["Qabf"] and ours["SSIM"] > ir_vis["SSIM"]
