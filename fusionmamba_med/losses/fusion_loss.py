@@ -19,6 +19,7 @@ STRUCTURE_FORMS = ("ssim", "ms_ssim")
 #: the first weights of MS-SSIM's five scales (Wang et al. 2003); ``ms_ssim_scales`` of them are used, renormalised.
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
+
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     """|Gx| + |Gy| of a (N, C, H, W) batch, channel by channel, with replicate padding (same shape out); the
     Sobel kernels are Qabf's (:data:`~fusionmamba_med.metrics.edge_preservation.SOBEL_KERNELS`), the magnitude and
