@@ -5,6 +5,7 @@ the curve the shipped medical weights were chosen from (docs/evaluation/README.m
         --t 0 0.5 0.65 0.75 1 --tasks ct_mri pet_mri spect_mri [--out runs/tradeoff.json]
 
 Only our network is run (the peers' and rules' rows come from ``python -m fusionmamba_med.evaluation``).
+``--by-folder`` scores each source folder of a task on its own (e.g. ``ir_vis/TNO`` and ``ir_vis/RoadScene``).
 """
 
 from __future__ import annotations
@@ -33,13 +34,18 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", nargs="+", default=["ct_mri", "pet_mri", "spect_mri"])
     p.add_argument("--data-root", default=os.environ.get("FUSIONMAMBA_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--out", default=None, help="also write the rows as JSON")
+    p.add_argument("--by-folder", action="store_true", help="one column per source folder of each task")
     args = p.parse_args(argv)
     load = lambda path: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
     start, end = load(args.start), load(args.end)
     items = {task: _items(task, Path(args.data_root), None)[0] for task in args.tasks}
+    if args.by_folder:  # pair names are "<folder>/<stem>"
+        folder = lambda item: item["name"].split("/")[0]  # noqa: E731
+        items = {f"{task}/{name}": [i for i in pairs if folder(i) == name]
+                 for task, pairs in items.items() for name in dict.fromkeys(map(folder, pairs))}
     rows = []
-    print("| t | " + " | ".join(f"{task} Qabf / SSIM" for task in args.tasks) + " |")
-    print("|---" * (len(args.tasks) + 1) + "|")
+    print("| t | " + " | ".join(f"{column} Qabf / SSIM" for column in items) + " |")
+    print("|---" * (len(items) + 1) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for t in args.t:
             path = Path(tmp) / "w.pt"
@@ -49,7 +55,7 @@ def main(argv=None) -> None:
             for task, pairs in items.items():
                 row[task] = score_network(net, pairs)
             rows.append(row)
-            print(f"| {t:g} | " + " | ".join(f"{row[k]['Qabf']:.4f} / {row[k]['SSIM']:.4f}" for k in args.tasks) + " |",
+            print(f"| {t:g} | " + " | ".join(f"{row[k]['Qabf']:.4f} / {row[k]['SSIM']:.4f}" for k in items) + " |",
                   flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
