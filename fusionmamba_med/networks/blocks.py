@@ -169,7 +169,7 @@ class EfficientScan2D(nn.Module):
         """Inverse of :meth:`scan_sequences`: (N, 4, D, h/2 * w/2) -> (N, D, h, w)."""
         n, _, d, _ = y.shape
         h2, w2 = h // 2, w // 2
-        out = y.new_empty(n, d, h, w)
+        out = y.new_empty((n, d, h, w))
         out[:, :, 0::2, 0::2] = y[:, 0].view(n, d, h2, w2)
         out[:, :, 1::2, 0::2] = y[:, 1].view(n, d, w2, h2).transpose(2, 3)
         out[:, :, 0::2, 1::2] = y[:, 2].flip(-1).view(n, d, h2, w2)

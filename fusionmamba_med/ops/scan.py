@@ -156,7 +156,7 @@ def _selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     Cc = C.repeat_interleave(d // g, dim=1)
     dA = torch.exp(delta.unsqueeze(2) * A[None, :, :, None])  # (b, d, n, l)
     dBu = (delta * u).unsqueeze(2) * Bc
-    h = u.new_zeros(b, d, A.shape[1])
+    h = u.new_zeros((b, d, A.shape[1]))
     ys = []
     for t in range(l):
         h = dA[..., t] * h + dBu[..., t]
@@ -209,7 +209,7 @@ def _selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
 
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)))
     per = G if u.device.type != "cpu" else min(G, max(1, block_elements // max(1, T * n * dg * nc)))
-    buffers = (delta_t.new_empty(T, per, dg, nc, n), delta_t.new_empty(T, per, dg, nc, n)) if inplace else None
+    buffers = (delta_t.new_empty((T, per, dg, nc, n)), delta_t.new_empty((T, per, dg, nc, n))) if inplace else None
     ys, states = [], []
     for r0 in range(0, G, per):
         rows = slice(r0, min(G, r0 + per))

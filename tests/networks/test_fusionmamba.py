@@ -24,6 +24,18 @@ def test_any_size_gives_same_size_output(size):
     assert 0.0 <= y.min() and y.max() <= 1.0  # clamped in eval mode
 
 
+@pytest.mark.parametrize("residual", ["mean", "blend"])
+def test_meta_tensor_input_fuses_like_a_plain_tensor(residual):
+    """MONAI pipelines hand networks MetaTensors (e.g. a bundle's inferer after EnsureTyped with track_meta)."""
+    from monai.data import MetaTensor
+
+    net = small_net(residual=residual).eval()
+    x = torch.rand(1, 2, 36, 44)
+    with torch.no_grad():
+        y = net(MetaTensor(x))
+        assert torch.equal(torch.as_tensor(y), net(x))
+
+
 def test_rejects_wrong_channel_count():
     with pytest.raises(ValueError, match=r"\[N, 2, H, W\]"):
         small_net()(torch.rand(1, 3, 32, 32))
