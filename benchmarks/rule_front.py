@@ -1,13 +1,14 @@
 """Qabf and SSIM of simple per-pixel rules on an evaluation set: where the Qabf-vs-SSIM front of plain selections and
 averages lies, next to the peers (docs/evaluation/README.md).
 
-    python benchmarks/rule_front.py --task ir_vis [--data-root ../shared/data]
+    python benchmarks/rule_front.py --task ir_vis [--data-root ../shared/data] [--by-folder]
 
 Rules: max, mean, ``0.5 max + 0.5 mean``, the max rule's decision map ``[A > B]`` smoothed with a Gaussian of
 sigma 1, 2, 4 px used as the weight of A (``w A + (1 - w) B``), and soft max rules ``w = sigmoid(k (A - B))`` for
 k = 3, 4, 5, 7, 10 (intensities in [0, 1]), and the same decided on sources smoothed by the 3 x 3 binomial kernel
 ``[1, 2, 1]^T [1, 2, 1] / 16``, ``w = sigmoid(k (S A - S B))`` for k = 4, 6, 8, 12, 20 (the 2D weights' training
-start is this rule at k = 6: ``max_rule_blend_start(net, 6.0, smooth=True)``).
+start is this rule at k = 6: ``max_rule_blend_start(net, 6.0, smooth=True)``). ``--by-folder`` gives a table per
+source folder of the task (IR-VIS: TNO and RoadScene), the fronts that ``tradeoff.py --by-folder`` points compare with.
 """
 
 from __future__ import annotations
@@ -50,21 +51,27 @@ def main(argv=None) -> None:
     import torch
 
     from fusionmamba_med.evaluation.__main__ import _items
-    from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, summarise
+    from fusionmamba_med.evaluation.pair_evaluation import evaluate_methods, items_by_folder, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=["ct_mri", "pet_mri", "spect_mri", "gfp_pc", "ir_vis"])
     p.add_argument("--data-root", default=os.environ.get("FUSIONMAMBA_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--by-folder", action="store_true", help="one table per source folder of the task")
     args = p.parse_args(argv)
 
     def method(rule):  # a rule on float64 A, B -> the evaluation's method interface, image (2, H, W) -> (1, H, W)
         return lambda image: torch.from_numpy(np.clip(rule(*image.double().numpy()), 0, 1))[None]
 
-    rows, _ = evaluate_methods(_items(args.task, Path(args.data_root), None)[0],
-                               {name: method(rule) for name, rule in rules().items()}, metrics=["Qabf", "SSIM"])
-    print(f"| rule ({args.task}) | Qabf | SSIM |\n|---|---|---|")
-    for name, scores in summarise(rows).items():
-        print(f"| {name} | {scores['Qabf'][0]:.4f} | {scores['SSIM'][0]:.4f} |")
+    items = _items(args.task, Path(args.data_root), None)[0]
+    groups = {f"{args.task}/{name}": group for name, group in items_by_folder(items).items()} if args.by_folder \
+        else {args.task: items}
+    for label, group in groups.items():
+        rows, _ = evaluate_methods(group, {name: method(rule) for name, rule in rules().items()},
+                                   metrics=["Qabf", "SSIM"])
+        print(f"| rule ({label}) | Qabf | SSIM |\n|---|---|---|")
+        for name, scores in summarise(rows).items():
+            print(f"| {name} | {scores['Qabf'][0]:.4f} | {scores['SSIM'][0]:.4f} |")
+        print(flush=True)
 
 
 if __name__ == "__main__":

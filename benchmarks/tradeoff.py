@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> None:
     from fusionmamba_med.evaluation.__main__ import _items
-    from fusionmamba_med.evaluation.pair_evaluation import score_network
+    from fusionmamba_med.evaluation.pair_evaluation import items_by_folder, score_network
     from fusionmamba_med.networks import fusionmamba_from_weights
     from fusionmamba_med.training import interpolate_weights
 
@@ -39,10 +39,9 @@ def main(argv=None) -> None:
     load = lambda path: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
     start, end = load(args.start), load(args.end)
     items = {task: _items(task, Path(args.data_root), None)[0] for task in args.tasks}
-    if args.by_folder:  # pair names are "<folder>/<stem>"
-        folder = lambda item: item["name"].split("/")[0]  # noqa: E731
-        items = {f"{task}/{name}": [i for i in pairs if folder(i) == name]
-                 for task, pairs in items.items() for name in dict.fromkeys(map(folder, pairs))}
+    if args.by_folder:
+        items = {f"{task}/{name}": group for task, pairs in items.items()
+                 for name, group in items_by_folder(pairs).items()}
     rows = []
     print("| t | " + " | ".join(f"{column} Qabf / SSIM" for column in items) + " |")
     print("|---" * (len(items) + 1) + "|")

@@ -23,8 +23,8 @@ from fusionmamba_med.inference.forward import run_network
 from fusionmamba_med.transforms.pairs import LoadImagePaird, PairToFusionInputd, RestorePairColord
 from fusionmamba_med.metrics import METRICS, evaluate_fusion
 
-__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "network_method", "score_network", "summarise",
-           "write_report"]
+__all__ = ["EVAL_TASKS", "evaluate_methods", "fuse_pair", "items_by_folder", "network_method", "score_network",
+           "summarise", "write_report"]
 
 #: held-out evaluation folders per task, relative to the data root (A folder, B folder).
 EVAL_TASKS: dict[str, dict] = {
@@ -95,6 +95,15 @@ def summarise(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float
             vals = vals[np.isfinite(vals)]
             out[method][metric] = (float(vals.mean()), float(vals.std())) if vals.size else (math.nan, math.nan)
     return out
+
+
+def items_by_folder(items: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    """A task's pairs grouped by the source folder their name starts with (``"TNO/14"`` -> ``"TNO"``), in order of
+    first appearance: each evaluation set of a task (e.g. IR-VIS's TNO and RoadScene) scored on its own."""
+    groups: dict[str, list[Mapping]] = {}
+    for item in items:
+        groups.setdefault(str(item["name"]).split("/")[0], []).append(item)
+    return groups
 
 
 def score_network(network: torch.nn.Module, items: Sequence[Mapping], metrics: Sequence[str] = ("Qabf", "SSIM"),

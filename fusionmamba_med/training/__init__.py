@@ -9,6 +9,8 @@ _EXPORTS = {
     "training_pairs": "split",
     "split_holdout": "split",
     "source_label": "split",
+    "pair_group": "sampling",
+    "source_balanced_sampler": "sampling",
     "prepare_fusion_batch": "batch",
     "FusionQualityMetric": "metric",
     "latest_checkpoint": "checkpoint",

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusionmamba_med.evaluation import evaluate_methods, network_method, score_network, summarise, write_report
+from fusionmamba_med.evaluation import (evaluate_methods, items_by_folder, network_method, score_network, summarise,
+                                        write_report)
 from fusionmamba_med.evaluation.pair_evaluation import baseline_methods
 
 
@@ -51,6 +52,14 @@ def test_score_network_is_the_mean_over_pairs(tmp_path):
     for metric in scores:
         assert scores[metric] == np.mean([r[metric] for r in rows])
     assert 0.5 < scores["SSIM"] < 1.0  # perfect against A, not against B
+
+
+def test_items_by_folder_scores_each_evaluation_set_on_its_own():
+    items = [{"name": "TNO/01"}, {"name": "RoadScene/FLIR_00211"}, {"name": "TNO/02"}, {"name": "plain"}]
+    groups = items_by_folder(items)
+    assert list(groups) == ["TNO", "RoadScene", "plain"]  # order of first appearance
+    assert [i["name"] for i in groups["TNO"]] == ["TNO/01", "TNO/02"]
+    assert sum(map(len, groups.values())) == len(items)
 
 
 def test_report_files(tmp_path):

@@ -1,0 +1,41 @@
+"""Training-pair sampling: draw the groups of a mixed training set (sources, or the datasets inside one source)
+equally often instead of in proportion to their size."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+__all__ = ["pair_group", "source_balanced_sampler"]
+
+
+def pair_group(item: Mapping, group: str = "source") -> str:
+    """The group of a training pair: ``"source"``, its training source (``item["source"]``, e.g. ``"PET-MRI"``), or
+    ``"dataset"``, the part of its file name before the first underscore (``"irvis_train/roadscene_FLIR_00006"`` ->
+    ``"roadscene"``: irvis_train names each file after the dataset it comes from)."""
+    if group == "source":
+        return str(item["source"])
+    if group == "dataset":
+        return PurePosixPath(str(item["name"])).name.split("_")[0]
+    raise ValueError(f"group must be 'source' or 'dataset', got {group!r}")
+
+
+def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min_group_size: int = 1,
+                            seed: int = 0) -> WeightedRandomSampler:
+    """A sampler (``train_sampler`` of a bundle's train.json) that draws ``len(items)`` pairs per epoch, with
+    replacement, each group equally often: a pair's weight is 1 / the size of its group. Pairs of groups smaller than
+    ``min_group_size`` are not boosted (drawn as often as a pair of the largest group), so that a handful of pairs is
+    not repeated many times an epoch. ``seed`` fixes the draws."""
+    groups = [pair_group(item, group) for item in items]
+    if not groups:
+        raise ValueError("source_balanced_sampler needs at least one training pair")
+    sizes = Counter(groups)
+    largest = max(sizes.values())
+    weights = [1.0 / (sizes[g] if sizes[g] >= min_group_size else largest) for g in groups]
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return WeightedRandomSampler(weights, num_samples=len(items), replacement=True, generator=generator)

@@ -1,0 +1,36 @@
+from collections import Counter
+
+import pytest
+
+from fusionmamba_med.training import pair_group, source_balanced_sampler
+
+
+def _items(sizes: dict[str, int]) -> list[dict]:
+    return [{"name": f"irvis_train/{dataset}_{i:05d}", "source": "irvis_train"}
+            for dataset, n in sizes.items() for i in range(n)]
+
+
+def test_pair_group_by_source_or_by_dataset_prefix():
+    item = {"name": "irvis_train/roadscene_FLIR_00006", "source": "irvis_train"}
+    assert pair_group(item) == "irvis_train"
+    assert pair_group(item, "dataset") == "roadscene"
+    with pytest.raises(ValueError, match="group"):
+        pair_group(item, "folder")
+
+
+def test_each_dataset_is_drawn_about_equally_often():
+    items = _items({"roadscene": 170, "llvip": 50, "vifb": 20, "tiny": 2})
+    sampler = source_balanced_sampler(items, group="dataset", min_group_size=10)
+    assert len(sampler) == len(items)
+    drawn = Counter(pair_group(items[i], "dataset") for _ in range(20) for i in sampler)
+    total = 20 * len(items)
+    for dataset in ("roadscene", "llvip", "vifb"):  # a third each, less the tiny group's share
+        assert drawn[dataset] / total == pytest.approx(1 / 3, abs=0.03)
+    # the 2-pair group is not boosted: each of its pairs as often as a roadscene pair
+    assert drawn["tiny"] / 2 == pytest.approx(drawn["roadscene"] / 170, rel=0.5)
+
+
+def test_the_seed_fixes_the_draws():
+    items = _items({"a": 30, "b": 5})
+    assert list(source_balanced_sampler(items, seed=3)) == list(source_balanced_sampler(items, seed=3))
+    assert list(source_balanced_sampler(items, seed=3)) != list(source_balanced_sampler(items, seed=4))
