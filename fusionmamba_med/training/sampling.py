@@ -25,17 +25,24 @@ def pair_group(item: Mapping, group: str = "source") -> str:
 
 
 def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min_group_size: int = 1,
-                            seed: int = 0) -> WeightedRandomSampler:
+                            seed: int = 0, balance: float = 1.0) -> WeightedRandomSampler:
     """A sampler (``train_sampler`` of a bundle's train.json) that draws ``len(items)`` pairs per epoch, with
     replacement, each group equally often: a pair's weight is 1 / the size of its group. Pairs of groups smaller than
     ``min_group_size`` are not boosted (drawn as often as a pair of the largest group), so that a handful of pairs is
-    not repeated many times an epoch. ``seed`` fixes the draws."""
+    not repeated many times an epoch. ``seed`` fixes the draws.
+
+    ``balance`` tempers it: a pair's weight is size ** -balance, so a group of n pairs is drawn in proportion to
+    n ** (1 - balance): 1 draws the groups equally often, 0 in proportion to their size (as without a sampler),
+    0.5 in proportion to the square root of their size.
+    """
+    if not 0.0 <= float(balance) <= 1.0:
+        raise ValueError(f"balance must be in [0, 1], got {balance}")
     groups = [pair_group(item, group) for item in items]
     if not groups:
         raise ValueError("source_balanced_sampler needs at least one training pair")
     sizes = Counter(groups)
     largest = max(sizes.values())
-    weights = [1.0 / (sizes[g] if sizes[g] >= min_group_size else largest) for g in groups]
+    weights = [float(sizes[g] if sizes[g] >= min_group_size else largest) ** -float(balance) for g in groups]
     generator = torch.Generator()
     generator.manual_seed(seed)
     return WeightedRandomSampler(weights, num_samples=len(items), replacement=True, generator=generator)

@@ -4,7 +4,8 @@ Each source is a dictionary ``{"dir_a": ..., "dir_b": ..., "name": optional labe
 anatomy / visible image (network channel 0), B the other modality (channel 1). Item names are prefixed with the
 source label (default: the folder that holds ``dir_a`` and ``dir_b``, e.g. ``"PET-MRI/25015"``) so that sources with
 the same file names stay apart. The split is deterministic: names are sorted, shuffled with ``random.Random(seed)``
-and the first ``holdout`` of each source are held out.
+and the first ``holdout`` of each source are held out. ``holdout_datasets`` holds out whole datasets instead (every
+pair whose file name starts with ``<dataset>_``, as in irvis_train), to validate on data unlike the training data.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def training_pairs(
     holdout: int | float = 4,
     seed: int = 0,
     split_file: str | os.PathLike | None = None,
+    holdout_datasets: Sequence[str] = (),
 ) -> dict[str, list[dict]]:
     """Find the pairs of every source and hold out ``holdout`` of each source for validation.
 
@@ -69,14 +71,20 @@ def training_pairs(
         holdout: held-out pairs per source, a count or a fraction (see :func:`split_holdout`).
         seed: seed of the shuffle that picks the held-out pairs.
         split_file: if given, the split (held-out and training names) is written there as JSON, atomically.
+        holdout_datasets: datasets held out whole (:func:`~fusionmamba_med.training.sampling.pair_group` "dataset",
+            e.g. ``["vifb"]``); ``holdout`` then applies to the remaining pairs of each source.
 
     Returns:
         ``{"training": [{"name", "a", "b"}, ...], "validation": [...]}``.
 
     Raises:
-        FusionInputError: no source gave a single pair.
+        FusionInputError: no source gave a single pair, or a dataset of ``holdout_datasets`` has none.
     """
     from fusionmamba_med.io.pairs import discover_pairs
+    from fusionmamba_med.training.sampling import pair_group
+
+    held_datasets = set(holdout_datasets)
+    found_datasets: set[str] = set()
 
     if isinstance(sources, Mapping):
         sources = [sources]
@@ -92,7 +100,11 @@ def training_pairs(
         if not items:
             logger.warning("training pairs: no pairs in source '%s' (%s, %s)", label, source["dir_a"], source["dir_b"])
             continue
-        src_train, src_val = split_holdout(items, holdout, seed)
+        whole = [item for item in items if pair_group(item, "dataset") in held_datasets]
+        found_datasets |= {pair_group(item, "dataset") for item in whole}
+        whole_names = {item["name"] for item in whole}
+        src_train, src_val = split_holdout([i for i in items if i["name"] not in whole_names], holdout, seed)
+        src_val = sorted(src_val + whole, key=lambda i: i["name"])
         train += src_train
         val += src_val
         per_source[label] = {"training": len(src_train), "validation": len(src_val)}
@@ -100,6 +112,9 @@ def training_pairs(
         raise FusionInputError(
             "no training pairs found in " + ", ".join(f"({s['dir_a']}, {s['dir_b']})" for s in sources)
         )
+    if held_datasets - found_datasets:
+        raise FusionInputError(f"holdout_datasets: no pairs of {sorted(held_datasets - found_datasets)} in "
+                               + ", ".join(f"({s['dir_a']}, {s['dir_b']})" for s in sources))
     logger.info("training pairs: %d for training, %d held out (%s)", len(train), len(val), per_source)
     split = {"training": train, "validation": val}
     if split_file is not None:
@@ -110,6 +125,7 @@ def training_pairs(
             {
                 "seed": seed,
                 "holdout": holdout,
+                "holdout_datasets": sorted(held_datasets),
                 "sources": [{**dict(s), "name": source_label(s)} for s in sources],
                 "counts": per_source,
                 "validation": [i["name"] for i in val],
