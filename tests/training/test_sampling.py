@@ -34,3 +34,13 @@ def test_the_seed_fixes_the_draws():
     items = _items({"a": 30, "b": 5})
     assert list(source_balanced_sampler(items, seed=3)) == list(source_balanced_sampler(items, seed=3))
     assert list(source_balanced_sampler(items, seed=3)) != list(source_balanced_sampler(items, seed=4))
+
+
+def test_balance_tempers_the_draws_between_by_size_and_equal():
+    items = _items({"roadscene": 160, "vifb": 40})
+    for balance, vifb_share in ((0.0, 40 / 200), (0.5, 40**0.5 / (40**0.5 + 160**0.5)), (1.0, 0.5)):
+        sampler = source_balanced_sampler(items, group="dataset", balance=balance)
+        drawn = Counter(pair_group(items[i], "dataset") for _ in range(20) for i in sampler)
+        assert drawn["vifb"] / (20 * len(items)) == pytest.approx(vifb_share, abs=0.03)
+    with pytest.raises(ValueError, match="balance"):
+        source_balanced_sampler(items, balance=1.5)

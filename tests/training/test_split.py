@@ -61,6 +61,24 @@ def test_split_file_lists_held_out_names(tmp_path):
     assert saved["seed"] == 0 and saved["counts"] == {"pairs": {"training": 2, "validation": 1}}
 
 
+def test_holdout_datasets_validates_on_whole_unseen_datasets(tmp_path):
+    names = [f"roadscene_{i:02d}" for i in range(6)] + [f"vifb_{i:02d}" for i in range(3)]
+    dir_a, dir_b = make_pairs(tmp_path / "irvis_train", names)
+    source = {"dir_a": str(dir_a), "dir_b": str(dir_b)}
+    split_file = tmp_path / "split.json"
+
+    split = training_pairs([source], holdout=1, seed=0, split_file=split_file, holdout_datasets=["vifb"])
+
+    val = [i["name"] for i in split["validation"]]
+    train = [i["name"] for i in split["training"]]
+    # every vifb pair is held out, plus ``holdout`` of the rest; no vifb pair is trained on
+    assert [v for v in val if "vifb_" in v] == [f"irvis_train/vifb_{i:02d}" for i in range(3)]
+    assert len(val) == 4 and len(train) == 5 and not any("vifb_" in t for t in train)
+    assert json.loads(split_file.read_text())["holdout_datasets"] == ["vifb"]
+    with pytest.raises(FusionInputError, match="llvip"):
+        training_pairs([source], holdout=0, holdout_datasets=["llvip"])
+
+
 def test_no_pairs_is_an_input_error(tmp_path):
     (tmp_path / "A").mkdir()
     (tmp_path / "B").mkdir()
