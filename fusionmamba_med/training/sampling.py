@@ -3,14 +3,19 @@ equally often instead of in proportion to their size."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
 import torch
+from monai.data import DistributedWeightedRandomSampler
 from torch.utils.data import WeightedRandomSampler
 
 __all__ = ["pair_group", "source_balanced_sampler"]
+
+logger = logging.getLogger(__name__)
 
 
 def pair_group(item: Mapping, group: str = "source") -> str:
@@ -25,7 +30,8 @@ def pair_group(item: Mapping, group: str = "source") -> str:
 
 
 def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min_group_size: int = 1,
-                            seed: int = 0, balance: float = 1.0) -> WeightedRandomSampler:
+                            seed: int = 0, balance: float = 1.0, num_replicas: int | None = None,
+                            rank: int | None = None) -> WeightedRandomSampler | DistributedWeightedRandomSampler:
     """A sampler (``train_sampler`` of a bundle's train.json) that draws ``len(items)`` pairs per epoch, with
     replacement, each group equally often: a pair's weight is 1 / the size of its group. Pairs of groups smaller than
     ``min_group_size`` are not boosted (drawn as often as a pair of the largest group), so that a handful of pairs is
@@ -34,6 +40,11 @@ def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min
     ``balance`` tempers it: a pair's weight is size ** -balance, so a group of n pairs is drawn in proportion to
     n ** (1 - balance): 1 draws the groups equally often, 0 in proportion to their size (as without a sampler),
     0.5 in proportion to the square root of their size.
+
+    ``num_replicas`` and ``rank`` (multi-GPU training, ``configs/multi_gpu_train.json``: ``num_replicas=@world_size,
+    rank=@rank``) give MONAI's :class:`~monai.data.DistributedWeightedRandomSampler` instead: each process draws
+    ``len(items) / num_replicas`` pairs, with the same weights, from its own shard of the pairs (reshuffled every
+    epoch).
     """
     if not 0.0 <= float(balance) <= 1.0:
         raise ValueError(f"balance must be in [0, 1], got {balance}")
@@ -43,6 +54,15 @@ def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min
     sizes = Counter(groups)
     largest = max(sizes.values())
     weights = [float(sizes[g] if sizes[g] >= min_group_size else largest) ** -float(balance) for g in groups]
+    shares = Counter()
+    for g, w in zip(groups, weights):
+        shares[g] += w / sum(weights)
+    logger.info("source_balanced_sampler: %s pairs by %s, drawn with shares %s", dict(sizes), group,
+                {g: round(v, 3) for g, v in shares.items()})
     generator = torch.Generator()
+    if num_replicas is not None:
+        generator.manual_seed(seed + int(rank or 0))
+        return DistributedWeightedRandomSampler(items, weights, num_samples_per_rank=math.ceil(len(items) / num_replicas),
+                                                generator=generator, num_replicas=num_replicas, rank=rank, seed=seed)
     generator.manual_seed(seed)
     return WeightedRandomSampler(weights, num_samples=len(items), replacement=True, generator=generator)

@@ -44,3 +44,22 @@ def test_balance_tempers_the_draws_between_by_size_and_equal():
         assert drawn["vifb"] / (20 * len(items)) == pytest.approx(vifb_share, abs=0.03)
     with pytest.raises(ValueError, match="balance"):
         source_balanced_sampler(items, balance=1.5)
+
+
+def test_multi_gpu_ranks_draw_disjoint_shards_with_the_same_balance():
+    items = _items({"roadscene": 170, "vifb": 30})
+    ranks = [source_balanced_sampler(items, group="dataset", num_replicas=2, rank=r) for r in (0, 1)]
+    assert [len(s) for s in ranks] == [100, 100]
+    drawn = Counter()
+    for epoch in range(20):
+        per_rank = []
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+            per_rank.append(list(sampler))
+        assert not set(per_rank[0]) & set(per_rank[1])  # each process draws from its own shard
+        drawn.update(pair_group(items[i], "dataset") for indices in per_rank for i in indices)
+    assert drawn["vifb"] / sum(drawn.values()) == pytest.approx(0.5, abs=0.05)  # balanced over both processes
+    ranks[0].set_epoch(0)
+    first = list(ranks[0])
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != first  # every epoch reshuffles the shards

@@ -76,17 +76,24 @@ def test_train_then_resume(tmp_path):
     assert _column(out / "val_log.csv") == [2, 4]
 
 
-def test_multi_gpu_overlay_on_cpu(tmp_path):
-    """Two processes with gloo: DistributedSampler halves the epoch, and only rank 0 writes."""
+BALANCED = "$fusionmamba_med.training.source_balanced_sampler(@split['training'], num_replicas=@world_size, rank=@rank)"
+
+
+@pytest.mark.parametrize("sampler", [None, BALANCED], ids=["distributed", "balanced"])
+def test_multi_gpu_overlay_on_cpu(tmp_path, sampler):
+    """Two processes with gloo: DistributedSampler (or the balanced sampler, told the process count) halves the
+    epoch, and only rank 0 writes."""
     out = tmp_path / "run"
     configs = "['bundles/pet_mri/configs/train.json','bundles/pet_mri/configs/multi_gpu_train.json']"
     proc, log = _run(
         ["--config_file", configs, "--train_sources", _sources(tmp_path, 5), "--output_dir", out,
-         "--max_iterations", 2, "--val_interval", 2, "--checkpoint_every", 2, "--batch_size", 1, *SMALL],
+         "--max_iterations", 2, "--val_interval", 2, "--checkpoint_every", 2, "--batch_size", 1, *SMALL,
+         *(["--train_sampler", sampler] if sampler else [])],
         launcher=("-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
                   "-m", "monai.bundle", "run"),
     )
     assert proc.returncode == 0, log[-3000:]
+    assert ("source_balanced_sampler: {'data': 4} pairs by source" in log) == bool(sampler)
     final = torch.load(out / "checkpoints" / "checkpoint_final_iteration=2.pt", weights_only=True)
     assert final["trainer"]["epoch_length"] == 2  # 4 training pairs, batch 1, split over 2 processes
     assert not any(k.startswith("module.") for k in final["network"])
