@@ -278,3 +278,107 @@ def random_green(h=8, w=10):
     """A GFP-like image: green signal only."""
     g = RNG.integers(20, 256, (h, w), dtype=np.uint8)
     return np.dstack([np.zeros_like(g), g, np.zeros_like(g)])
+
+
+# --- enhanced multi-frame DICOM --------------------------------------------------------------------------------------
+_ENHANCED_SOP = {"MR": "1.2.840.10008.5.1.4.1.1.4.1", "CT": "1.2.840.10008.5.1.4.1.1.2.1",
+                 "PT": "1.2.840.10008.5.1.4.1.1.130"}
+
+
+def write_enhanced_dicom(
+    path: Path,
+    vol: np.ndarray | None = None,
+    spacing=(0.8, 0.9, 2.5),
+    iop=AXIAL,
+    origin=(-10.0, -20.0, 30.0),
+    slope: float | Sequence[float] = 1.0,
+    intercept: float | Sequence[float] = 0.0,
+    frame_order: Sequence[int] | None = None,
+    z_positions=None,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    for_uid: str | None = None,
+    patient_id: str = "PAT001",
+    modality: str = "MR",
+    description: str = "T1 3D enhanced",
+    shared_rescale: bool = False,
+) -> dict:
+    """Write vol (x, y, z) as ONE enhanced multi-frame file (Enhanced MR/CT/PET Image Storage): frame n holds slice
+    ``frame_order[n]`` (default: the slices in reversed, then interleaved order, so that the loader must sort them),
+    with PlanePosition/PlaneOrientation/PixelMeasures/PixelValueTransformation per frame (orientation and pixel
+    measures shared). ``slope``/``intercept``: one value or one per slice (z order); ``shared_rescale`` puts a single
+    rescale in the SharedFunctionalGroupsSequence. ``z_positions``: the slice positions along the normal (mm).
+
+    Returns a dict as :func:`write_dicom_series` (``files`` = [the file]) plus ``frame_order``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vol = index_volume() if vol is None else vol
+    nx, ny, nz = vol.shape
+    row, col = np.asarray(iop[0], float), np.asarray(iop[1], float)
+    normal = np.cross(row, col)
+    series_uid, study_uid = series_uid or generate_uid(), study_uid or generate_uid()
+    for_uid = for_uid or generate_uid()
+    order = list(frame_order) if frame_order is not None else list(range(nz))[::-1][::2] + list(range(nz))[::-1][1::2]
+    zs = [k * spacing[2] for k in range(nz)] if z_positions is None else list(z_positions)
+    slopes = [float(slope[k]) if np.ndim(slope) else float(slope) for k in range(nz)]
+    intercepts = [float(intercept[k]) if np.ndim(intercept) else float(intercept) for k in range(nz)]
+    sop_class = _ENHANCED_SOP[modality]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Patient", patient_id, "19700101", "O"
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study_uid, "20240101", "120000", "1"
+    ds.AccessionNumber, ds.ReferringPhysicianName = "ACC1", ""
+    ds.Modality, ds.Manufacturer = modality, "Synthetic"
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series_uid, 5, description
+    ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = for_uid, ""
+    ds.PatientPosition = "HFS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.InstanceNumber = 1
+    ds.ContentDate, ds.ContentTime = "20240101", "120000"
+    ds.NumberOfFrames = len(order)
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    orient = Dataset()
+    orient.ImageOrientationPatient = [float(f"{v:.8f}") for v in (*row, *col)]
+    shared.PlaneOrientationSequence = [orient]
+    measures = Dataset()
+    measures.PixelSpacing = [spacing[1], spacing[0]]  # row spacing (y), column spacing (x)
+    measures.SliceThickness = spacing[2]
+    shared.PixelMeasuresSequence = [measures]
+    if shared_rescale:
+        pvt = Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slopes[0], intercepts[0], "US"
+        shared.PixelValueTransformationSequence = [pvt]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for k in order:
+        item = Dataset()
+        pos = Dataset()
+        pos.ImagePositionPatient = [float(f"{v:.6f}") for v in np.asarray(origin, float) + zs[k] * normal]
+        item.PlanePositionSequence = [pos]
+        content = Dataset()
+        content.InStackPositionNumber = k + 1
+        item.FrameContentSequence = [content]
+        if not shared_rescale:
+            pvt = Dataset()
+            pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slopes[k], intercepts[k], "US"
+            item.PixelValueTransformationSequence = [pvt]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    frames = np.stack([vol[:, :, k].T for k in order])  # (frames, rows = y, cols = x)
+    ds.PixelData = np.ascontiguousarray(frames).astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return {"series_uid": series_uid, "study_uid": study_uid, "for_uid": for_uid, "files": [str(path)],
+            "row": row, "col": col, "normal": normal, "origin": np.asarray(origin, float), "spacing": spacing,
+            "vol": vol, "frame_order": order, "slopes": slopes, "intercepts": intercepts}

@@ -1,5 +1,5 @@
-"""Reading classic DICOM series: listing the series of a folder, choosing one, validating its headers and reading
-its voxels with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and scales them.
+"""Reading DICOM series: listing the series of a folder, choosing one, validating its headers and reading its voxels
+with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and scales them.
 
 - **Geometry**: slices must share orientation and size and sit at distinct positions stacked along the slice normal
   (no gantry tilt), with even spacing (more than ``SLICE_SPACING_TOLERANCE`` deviation is refused: the affine that
@@ -9,8 +9,16 @@ its voxels with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and s
   slice; ITK's series reader would cast all slices to the first file's pixel type).
 - **Siemens mosaics** (ImageType MOSAIC): one file is unpacked to its 3D grid from its CSA header; a series of
   several mosaic files is 4D and refused.
-- **Refused, saying why**: 4D / multi-echo series, enhanced multi-frame and colour images, mixed orientations,
-  non-image objects (RT Dose, SEG, SR ...), truncated or damaged files (named).
+- **Enhanced multi-frame** (one file with NumberOfFrames > 1 and a PerFrameFunctionalGroupsSequence: Enhanced
+  MR/CT/PET, e.g. Siemens XA): read as one 3D volume. Per frame, ImagePositionPatient (PlanePositionSequence),
+  ImageOrientationPatient (PlaneOrientationSequence), PixelSpacing (PixelMeasuresSequence) and the rescale
+  (PixelValueTransformationSequence) come from its PerFrameFunctionalGroupsSequence item, else the
+  SharedFunctionalGroupsSequence; the frames pass the classic checks above, are sorted along the normal and keep
+  their own rescale; the affine takes the measured frame step. Meta ``multiframe_frames``: the number of frames.
+  Refused: frames at one position (multi-echo, diffusion, dynamics in one file: 4D), a series of several enhanced
+  files (one volume each: 4D), multi-frame files without per-frame functional groups.
+- **Refused, saying why**: 4D / multi-echo series, colour images, mixed orientations, non-image objects (RT Dose,
+  SEG, SR ...), truncated or damaged files (named).
 """
 
 from __future__ import annotations
@@ -229,13 +237,15 @@ def _floats(value, n: int) -> np.ndarray | None:
 @dataclass
 class DicomStack:
     """A validated classic DICOM series: ``files`` sorted along the slice normal (index k = slice k), each slice's
-    modality rescale ``(slope, intercept)``, whether it is one Siemens mosaic file, and the slice spacing that a
-    one-slice series takes from its header (``None`` otherwise)."""
+    modality rescale ``(slope, intercept)``, whether it is one Siemens mosaic file, the slice spacing that a
+    one-slice series takes from its header (``None`` otherwise), and for one enhanced multi-frame file its frames'
+    geometry (``multiframe``; then ``rescale`` is per frame, in slice order)."""
 
     files: list[str]
     rescale: list[tuple[float, float]]
     mosaic: bool = False
     single_slice_spacing: float | None = None
+    multiframe: "MultiFrameGeometry | None" = None
 
     @property
     def uniform_rescale(self) -> bool:
@@ -293,6 +303,53 @@ def _refuse_non_image(ds, path: str | Path, study: str | None) -> None:
             study=study, path=path)
 
 
+def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], names: Sequence[str], label: str,
+                 path: str | Path, study: str | None, unit: str = "files",
+                 four_d_hint: str = "split it into one series per frame") -> np.ndarray:
+    """Validate the geometry of the images of one volume (slice files of a classic series, or the frames of an
+    enhanced multi-frame file) and return their order along the slice normal.
+
+    Refused (naming ``path``): mixed or non-orthonormal orientations, several images at one position (4D: ``names``
+    say which), uneven spacing beyond ``SLICE_SPACING_TOLERANCE``, and stacks not along the normal (tilt, shear).
+    """
+    iops_arr = np.asarray(iops)
+    if np.max(np.abs(iops_arr - iops_arr[0])) > 1e-3:
+        raise FusionInputError(f"{label} mixes slice orientations (ImageOrientationPatient differs between "
+                               f"{unit})", study=study, path=path)
+    row, col = iops_arr[0, :3], iops_arr[0, 3:]
+    normal = np.cross(row, col)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise FusionInputError(f"{label} has non-orthonormal ImageOrientationPatient {iops_arr[0].tolist()}",
+                               study=study, path=path)
+    pos = np.asarray(positions)
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    pos, proj = pos[order], proj[order]
+    if len(order) > 1:
+        gaps = np.diff(proj)
+        if np.min(gaps) < 1e-3:
+            k = int(np.argmin(gaps))
+            raise FusionInputError(
+                f"{label} has several images at the same position (e.g. '{names[order[k]]}' and "
+                f"'{names[order[k + 1]]}'): a 4D / multi-echo / multi-phase series is not a 3D volume; {four_d_hint}",
+                study=study, path=path)
+        med = float(np.median(gaps))
+        dev = float(np.max(np.abs(gaps - med)) / med)
+        if dev > SLICE_SPACING_TOLERANCE:
+            raise FusionInputError(
+                f"uneven slice spacing in {label}: gaps from {gaps.min():.4g} to {gaps.max():.4g} mm (median "
+                f"{med:.4g} mm, {100 * dev:.1f}% deviation > {100 * SLICE_SPACING_TOLERANCE:g}%); missing slices? "
+                "The volume affine would be wrong", study=study, path=path)
+        d = pos - pos[0]
+        along = d @ normal
+        inplane = np.linalg.norm(d - np.outer(along, normal), axis=1)
+        if np.any(inplane > 0.01 * np.abs(along) + 1e-3):
+            raise FusionInputError(
+                f"{label}: slices are not stacked along the slice normal (gantry tilt or sheared stack, up to "
+                f"{inplane.max():.3g} mm off); resample it to an orthogonal grid first", study=study, path=path)
+    return order
+
+
 def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
                         max_voxels: int) -> DicomStack:
     """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
@@ -310,6 +367,14 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                 study=study, path=folder)
         return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
     _refuse_non_image(first, files[0], study)
+    if _is_enhanced(first):
+        if len(files) > 1:
+            raise FusionInputError(
+                f"{label} is a series of {len(files)} enhanced multi-frame DICOM files: each file holds one whole "
+                "3D volume, so the series is 4D (a time series, echoes or repeated acquisitions); load one file by "
+                "giving its path in its own folder, or convert the series (e.g. dcm2niix) and pick one volume",
+                study=study, path=folder)
+        return _check_multiframe(files[0], label, study, max_voxels)
     rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
     frames = int(first.get("NumberOfFrames", 1) or 1)
     nvox = len(files) * rows * cols * max(frames, 1)
@@ -324,9 +389,12 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
         rescale.append(_rescale_of(ds))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
+            why = ("in a series of several files" if _is_enhanced(ds)
+                   else "without per-frame functional groups (PerFrameFunctionalGroupsSequence)")
             raise FusionInputError(
-                f"multi-frame (enhanced) DICOM with {frames} frames is not supported; convert it to a classic "
-                "single-frame series first", study=study, path=f)
+                f"multi-frame DICOM with {frames} frames {why} is not supported; only a single enhanced multi-frame "
+                "file (Enhanced MR/CT/PET) is read; convert it to a classic single-frame series first",
+                study=study, path=f)
         spp = int(ds.get("SamplesPerPixel", 1) or 1)
         if spp != 1:
             raise FusionInputError(
@@ -346,43 +414,9 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
             raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
-    iops_arr = np.asarray(iops)
-    if np.max(np.abs(iops_arr - iops_arr[0])) > 1e-3:
-        raise FusionInputError(f"{label} mixes slice orientations (ImageOrientationPatient differs between files)",
-                               study=study, path=folder)
-    row, col = iops_arr[0, :3], iops_arr[0, 3:]
-    normal = np.cross(row, col)
-    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise FusionInputError(f"{label} has non-orthonormal ImageOrientationPatient {iops_arr[0].tolist()}",
-                               study=study, path=folder)
-    pos = np.asarray(positions)
-    proj = pos @ normal
-    order = np.argsort(proj, kind="stable")
+    order = _stack_order(positions, iops, [Path(f).name for f in files], label, folder, study)
     files = [files[i] for i in order]
     rescale = [rescale[i] for i in order]
-    pos, proj = pos[order], proj[order]
-    if len(files) > 1:
-        gaps = np.diff(proj)
-        if np.min(gaps) < 1e-3:
-            k = int(np.argmin(gaps))
-            raise FusionInputError(
-                f"{label} has several images at the same position (e.g. '{Path(files[k]).name}' and "
-                f"'{Path(files[k + 1]).name}'): a 4D / multi-echo / multi-phase series is not a 3D volume; "
-                "split it into one series per frame", study=study, path=folder)
-        med = float(np.median(gaps))
-        dev = float(np.max(np.abs(gaps - med)) / med)
-        if dev > SLICE_SPACING_TOLERANCE:
-            raise FusionInputError(
-                f"uneven slice spacing in {label}: gaps from {gaps.min():.4g} to {gaps.max():.4g} mm (median "
-                f"{med:.4g} mm, {100 * dev:.1f}% deviation > {100 * SLICE_SPACING_TOLERANCE:g}%); missing slices? "
-                "The volume affine would be wrong", study=study, path=folder)
-        d = pos - pos[0]
-        along = d @ normal
-        inplane = np.linalg.norm(d - np.outer(along, normal), axis=1)
-        if np.any(inplane > 0.01 * np.abs(along) + 1e-3):
-            raise FusionInputError(
-                f"{label}: slices are not stacked along the slice normal (gantry tilt or sheared stack, up to "
-                f"{inplane.max():.3g} mm off); resample it to an orthogonal grid first", study=study, path=folder)
     spacing = _one_slice_spacing(first) if len(files) == 1 else None
     return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing)
 
@@ -468,6 +502,151 @@ def _mosaic_volume(path: str, study: str | None):
     return img
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Enhanced multi-frame DICOM (Enhanced MR/CT/PET Image Storage): one file holding a whole 3D volume
+# ---------------------------------------------------------------------------------------------------------------------
+def _is_enhanced(ds) -> bool:
+    """One file holding several frames described by per-frame functional groups (an enhanced multi-frame image)."""
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return False
+    return frames > 1 and "PerFrameFunctionalGroupsSequence" in ds
+
+
+def _functional(frame_item, shared_item, sequence: str, keyword: str):
+    """``keyword`` of the first item of functional group ``sequence``: from the frame's PerFrameFunctionalGroups item,
+    else from the SharedFunctionalGroups item (the standard puts each group in exactly one of them); None if absent."""
+    for group in (frame_item, shared_item):
+        if group is None:
+            continue
+        seq = group.get(sequence, None)
+        if seq:
+            value = seq[0].get(keyword, None)
+            if value not in (None, ""):
+                return value
+    return None
+
+
+@dataclass
+class MultiFrameGeometry:
+    """The validated frames of one enhanced multi-frame file: ``order[k]`` = the (0-based) frame at slice k along the
+    normal, and the RAS affine of the sorted volume (voxel (column x, row y, slice))."""
+
+    frames: int
+    order: list[int]
+    affine: np.ndarray
+
+
+def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int) -> DicomStack:
+    """Validate one enhanced multi-frame file as a 3D volume: per frame, ImagePositionPatient (PlanePosition),
+    ImageOrientationPatient (PlaneOrientation), PixelSpacing (PixelMeasures) and rescale (PixelValueTransformation),
+    each from the frame's PerFrameFunctionalGroupsSequence item, else the SharedFunctionalGroupsSequence; the same
+    checks as a classic series (one orientation, distinct positions evenly stacked along the normal, no tilt).
+    Frames at one position (multi-echo, diffusion, dynamics in one file) are 4D and refused, naming the file."""
+    ds = _read_header(path, study)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    nvox = frames * rows * cols
+    if nvox > max_voxels:
+        raise FusionInputError(f"{label} is too large: {frames} frames x {rows} x {cols} = {nvox} voxels > "
+                               f"max_voxels={max_voxels}", study=study, path=path)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp != 1:
+        raise FusionInputError(
+            f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
+            f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+            study=study, path=path)
+    problem = _pixel_data_problem(ds, path)
+    if problem is not None:
+        raise FusionInputError(f"the multi-frame image cannot be read: {problem}", study=study, path=path)
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != frames:
+        raise FusionInputError(f"enhanced multi-frame DICOM with NumberOfFrames {frames} but {len(per_frame)} "
+                               "PerFrameFunctionalGroupsSequence items", study=study, path=path)
+    shared_seq = ds.get("SharedFunctionalGroupsSequence", None)
+    shared = shared_seq[0] if shared_seq else None
+    positions, iops, spacings, rescale = [], [], [], []
+    for n, item in enumerate(per_frame):
+        ipp = _floats(_functional(item, shared, "PlanePositionSequence", "ImagePositionPatient") or [], 3)
+        iop = _floats(_functional(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient") or [], 6)
+        spacing = _floats(_functional(item, shared, "PixelMeasuresSequence", "PixelSpacing") or [], 2)
+        if ipp is None or iop is None or spacing is None or np.any(spacing <= 0):
+            raise FusionInputError(
+                f"frame {n + 1} of the enhanced multi-frame image has no valid ImagePositionPatient / "
+                "ImageOrientationPatient / PixelSpacing in its functional groups, so its position is unknown",
+                study=study, path=path)
+        slope = _functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _functional(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+        rescale.append(_rescale_of({"RescaleSlope": slope, "RescaleIntercept": intercept}))
+        positions.append(ipp)
+        iops.append(iop)
+        spacings.append(spacing)
+    if np.max(np.abs(np.asarray(spacings) - spacings[0])) > 1e-4 * max(1.0, float(np.max(spacings[0]))):
+        raise FusionInputError(f"{label}: PixelSpacing differs between the frames of the enhanced multi-frame image",
+                               study=study, path=path)
+    order = _stack_order(positions, iops, [f"frame {n + 1}" for n in range(frames)], label, path, study,
+                         unit="frames", four_d_hint="load one 3D volume (convert the file with dcm2niix and pick one)")
+    pos = np.asarray(positions)[order]
+    row, col = np.asarray(iops[0][:3]), np.asarray(iops[0][3:])
+    normal = np.cross(row, col)
+    # slice step: the mean gap between the sorted frames (even within SLICE_SPACING_TOLERANCE, checked above), as
+    # dcm2niix measures it; PixelSpacing is (row spacing = between rows: y, column spacing = between columns: x)
+    step = float((pos[-1] - pos[0]) @ normal) / (frames - 1)
+    lps = np.eye(4)
+    lps[:3, 0] = row * spacings[0][1]
+    lps[:3, 1] = col * spacings[0][0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = pos[0]
+    geometry = MultiFrameGeometry(frames=frames, order=[int(i) for i in order], affine=lps_to_ras(lps))
+    return DicomStack(files=[os.path.abspath(path)], rescale=[rescale[i] for i in order], multiframe=geometry)
+
+
+def _multiframe_volume(stack: DicomStack, study: str | None):
+    """Read the enhanced multi-frame file of ``stack`` (validated by :func:`_check_multiframe`) as a ``MetaTensor``
+    (1, X, Y, Z) float32, frames sorted along the normal, each with its own ``stored * slope + intercept``.
+
+    The frames are decoded by GDCM (every transfer syntax ITK reads; 12-bit masking and sign extension as for other
+    series). GDCM applies ONE rescale to the whole file (that of the shared groups or of the first frame), whatever
+    the other frames hold, so the stored values are recovered exactly from what it applied
+    (``rint((value - intercept) / slope)``: stored values are integers) and then each frame gets its own rescale.
+    ITK's own GDCMImageIO reads the file here (not SimpleITK, as for mosaics) because only it tells which
+    rescale GDCM applied, from the very reader object that decoded the pixels.
+    """
+    import itk
+    from monai.data import MetaTensor
+
+    geometry = stack.multiframe
+    path = stack.files[0]
+    try:
+        io = itk.GDCMImageIO.New()
+        reader = itk.ImageFileReader[itk.Image[itk.D, 3]].New(FileName=str(path), ImageIO=io)
+        reader.Update()
+        decoded = np.asarray(itk.array_from_image(reader.GetOutput()), dtype=np.float64)
+        applied = (float(io.GetRescaleSlope()), float(io.GetRescaleIntercept()))
+    except Exception as err:
+        raise FusionInputError(f"cannot decode the multi-frame image ({str(err).strip().splitlines()[-1][:300]})",
+                               study=study, path=path) from err
+    decoded = decoded.reshape(-1, *decoded.shape[-2:])  # (frames, rows, cols), in file order
+    if decoded.shape[0] != geometry.frames:
+        raise FusionInputError(f"GDCM decoded {decoded.shape[0]} frames of a file with NumberOfFrames "
+                               f"{geometry.frames}", study=study, path=path)
+    if applied != (1.0, 0.0):
+        if applied[0] == 0.0:
+            raise FusionInputError("GDCM applied a rescale slope of 0: the stored values are lost", study=study,
+                                   path=path)
+        decoded = np.rint((decoded - applied[1]) / applied[0])  # back to the stored integers
+    nf, ny, nx = decoded.shape
+    vol = np.empty((1, nx, ny, nf), dtype=np.float32)
+    for k, (n, (slope, intercept)) in enumerate(zip(geometry.order, stack.rescale)):
+        vol[0, :, :, k] = (decoded[n] * slope + intercept).T  # float64 arithmetic, float32 result
+    ras = geometry.affine
+    img = MetaTensor(torch.from_numpy(vol), affine=torch.as_tensor(ras, dtype=torch.float64))
+    img.meta.update({"spatial_shape": np.asarray(vol.shape[1:]), "original_affine": ras.copy(), "space": "RAS",
+                     "filename_or_obj": str(path), "multiframe_frames": nf})
+    return img
+
+
 def _set_slice_spacing(img, spacing: float):
     """Give a one-slice volume the slice spacing of its header (ITK reads 1 mm) along its slice normal."""
     aff = torch.as_tensor(img.affine, dtype=torch.float64).clone()
@@ -515,8 +694,8 @@ def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: 
     stack = check_dicom_series(list(chosen["files"]), chosen, folder, study, max_voxels)
     meta = {"source_path": os.path.abspath(folder), "dicom_files": stack.files, "series_uid": chosen["uid"],
             "series_description": chosen["description"]}
-    if stack.mosaic:
-        img = _mosaic_volume(stack.files[0], study)
+    if stack.mosaic or stack.multiframe is not None:
+        img = _mosaic_volume(stack.files[0], study) if stack.mosaic else _multiframe_volume(stack, study)
         img.meta.update(meta)
         return img
     reader = DicomSeriesReader(stack.files)

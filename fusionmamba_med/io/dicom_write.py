@@ -9,7 +9,10 @@ uncompressed explicit VR little endian (1.2.840.10008.1.2.1) with a new file met
 Colour data are stored as uint8 RGB with SOP class Secondary Capture (the MR IOD allows only MONOCHROME),
 keeping the Image Plane attributes (plus PatientOrientation from the row/column directions). Without DICOM source
 files a series is built from scratch on the reference grid (patient "ANONYMOUS", Study and FrameOfReference UIDs
-derived from the reference path, so repeated exports of one study share them). File names are ``0001.dcm``... in
+derived from the reference path, so repeated exports of one study share them). A reference held in ONE file (an
+enhanced multi-frame image or a Siemens mosaic: no source file per slice) gives the same classic single-frame series
+built on the reference grid, but with that file's patient, study, FrameOfReferenceUID, modality and equipment
+(SOP class MR, or CT for a CT reference, else Secondary Capture) and a SourceImageSequence naming it. File names are ``0001.dcm``... in
 slice order, never taken from tags. For a left-handed grid (slice axis opposite to row x column) DICOM readers order
 the slices along row x column, i.e. they read the same voxels at the same physical positions with the slice axis
 reversed.
@@ -44,7 +47,22 @@ __all__ = ["DicomSeriesWriter", "FUSED_DICOM_MAX", "set_image_plane", "to_rgb_ui
 logger = logging.getLogger(__name__)
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# What a series built on the reference grid inherits from a reference held in ONE file (an enhanced multi-frame
+# image or a Siemens mosaic): patient, study, frame of reference and equipment; never private tags or file names.
+_INHERITED_KEYWORDS = (
+    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "PatientSize", "PatientWeight", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "Modality", "Manufacturer",
+    "ManufacturerModelName", "InstitutionName", "StationName", "DeviceSerialNumber", "SoftwareVersions",
+    "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition", "BodyPartExamined", "Laterality",
+    "AcquisitionDate", "AcquisitionTime",
+)
+# The MR Image module's attributes a classic MR source (a mosaic) holds at its top level (enhanced files hold them in
+# functional groups, then the from-scratch values stay).
+_INHERITED_MR_KEYWORDS = ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "EchoTime",
+                          "RepetitionTime", "EchoTrainLength", "InversionTime", "FlipAngle", "MagneticFieldStrength")
 # Greyscale fused images in DICOM: unsigned 12-bit, fused value = stored / FUSED_DICOM_MAX.
 FUSED_DICOM_MAX = 4095  # fused [0, 1] is stored 0..FUSED_DICOM_MAX
 _FUSED_RANGE_TOL = 1e-3  # values this far outside [0, 1] are float round-off and clipped
@@ -203,7 +221,9 @@ class DicomSeriesWriter:
         """Write ``vol`` (C = 1 or 3, X, Y, Z) with RAS ``affine`` as ``0001.dcm``... into the existing ``folder``.
 
         ``source_files``: the MRI's DICOM files in slice order (a derived series is made from them); without them a
-        series is built from scratch, its Study/FrameOfReference UIDs derived from ``source_path``.
+        series is built from scratch, its Study/FrameOfReference UIDs derived from ``source_path``. A reference held
+        in one file (an enhanced multi-frame image or a Siemens mosaic: no file per slice) gives a series built on
+        the grid of ``affine`` that inherits that file's patient, study and frame of reference.
         """
         from pydicom.uid import generate_uid
 
@@ -234,9 +254,34 @@ class DicomSeriesWriter:
             if missing:
                 raise FusionInputError(f"{len(missing)} source DICOM files are gone (first: {missing[0]})",
                                        study=study_id, path=missing[0])
-            self._derive_from_sources(folder, files, pixels, affine, common, width, study_id)
+            whole = self._whole_volume_source(files, study_id)
+            if whole is not None:  # one file holds the whole reference volume: no source file per slice
+                self._series_from_scratch(folder, pixels, affine, common, width, source_path, study_id,
+                                          source_ds=whole)
+            else:
+                self._derive_from_sources(folder, files, pixels, affine, common, width, study_id)
         else:
             self._series_from_scratch(folder, pixels, affine, common, width, source_path, study_id)
+
+    @staticmethod
+    def _whole_volume_source(files: Sequence[str], study_id: str):
+        """The header (no pixels) of a reference held in one file, an enhanced multi-frame image (NumberOfFrames >
+        1) or a Siemens mosaic (ImageType MOSAIC), or None for a classic series (one file a slice)."""
+        import pydicom
+
+        if len(files) != 1:
+            return None
+        try:
+            ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        except Exception as err:
+            raise FusionInputError(f"cannot re-read the source DICOM file ({err})", study=study_id,
+                                   path=files[0]) from err
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            frames = 1
+        mosaic = any(str(v).strip().upper() == "MOSAIC" for v in (ds.get("ImageType", None) or []))
+        return ds if frames > 1 or mosaic else None
 
     def _series_number(self, source_number) -> int:
         if self.series_number is not None:
@@ -372,18 +417,32 @@ class DicomSeriesWriter:
             return np.transpose(pixels[:, :, :, k], (2, 1, 0))
         return pixels[0, :, :, k].T
 
-    def _series_from_scratch(self, folder: Path, pixels, affine, common, width, source: str, study_id: str):
+    def _series_from_scratch(self, folder: Path, pixels, affine, common, width, source: str, study_id: str,
+                             source_ds=None):
+        """A series on the grid of ``affine`` (Image Plane attributes of each slice from it). Without ``source_ds``:
+        patient "ANONYMOUS", Study/FrameOfReference UIDs derived from the ``source`` path; with ``source_ds`` (the
+        header of a reference held in one file): its patient, study, frame of reference, modality and equipment
+        (:data:`_INHERITED_KEYWORDS`), its SeriesNumber + 1000, and a SourceImageSequence naming it."""
+        import copy
+
         from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.sequence import Sequence
         from pydicom.uid import generate_uid
 
         entropy = [f"fusionmamba:{os.path.abspath(source)}"] if source else None
         study_uid = generate_uid(entropy_srcs=[*entropy, "study"]) if entropy else generate_uid()
         for_uid = generate_uid(entropy_srcs=[*entropy, "frame-of-reference"]) if entropy else generate_uid()
+        modality = "MR"
+        if source_ds is not None:
+            modality = str(source_ds.get("Modality", "") or "MR").strip().upper() or "MR"
+        # the classic SOP class of the written series: MR (also for RGB: then Secondary Capture, in _set_series),
+        # CT for a CT reference, Secondary Capture for any other modality (its IOD takes any Modality)
+        sop_class = {"MR": _MR_IMAGE_STORAGE, "CT": _CT_IMAGE_STORAGE}.get(modality, _SECONDARY_CAPTURE)
         nz = pixels.shape[3]
         for k in range(nz):
             ds = Dataset()
             ds.file_meta = FileMetaDataset()
-            ds.SOPClassUID = _MR_IMAGE_STORAGE
+            ds.SOPClassUID = sop_class
             ds.SpecificCharacterSet = "ISO_IR 100"
             ds.PatientName = "ANONYMOUS"
             ds.PatientID = "ANONYMOUS"
@@ -395,16 +454,36 @@ class DicomSeriesWriter:
             ds.AccessionNumber = ""
             ds.ReferringPhysicianName = ""
             ds.StudyDescription = "FusionMamba"
-            ds.Modality = "MR"
+            ds.Modality = modality
             ds.Manufacturer = "FusionMamba"
             ds.FrameOfReferenceUID = for_uid
             ds.PositionReferenceIndicator = ""
-            if not common["rgb"]:  # MR Image module (an RGB series is a Secondary Capture)
+            mr_module = sop_class == _MR_IMAGE_STORAGE and not common["rgb"]  # an RGB series is a Secondary Capture
+            if mr_module:
                 ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "RM", "NONE", "", "3D"
                 ds.EchoTime = ds.RepetitionTime = ds.EchoTrainLength = ""
+            elif sop_class == _CT_IMAGE_STORAGE and not common["rgb"]:
+                ds.KVP, ds.AcquisitionNumber = "", ""
+            elif sop_class == _SECONDARY_CAPTURE:
+                ds.ConversionType = "WSD"
             ds.PatientPosition = ""
             ds.Laterality = ""  # Type 2C (paired body part); unknown here
+            if source_ds is not None:
+                inherited = _INHERITED_KEYWORDS + (_INHERITED_MR_KEYWORDS if mr_module else ())
+                for kw in inherited:
+                    if kw in source_ds:
+                        ds[kw] = copy.deepcopy(source_ds[kw])
+                if "Laterality" not in source_ds and "BodyPartExamined" in source_ds:
+                    del ds.Laterality  # Type 2C: absent for an unpaired body part (e.g. BRAIN), as in the source
+                src_class, src_uid = str(source_ds.get("SOPClassUID", "")), str(source_ds.get("SOPInstanceUID", ""))
+                if src_class and src_uid:
+                    item = Dataset()
+                    item.ReferencedSOPClassUID = src_class
+                    item.ReferencedSOPInstanceUID = src_uid
+                    ds.SourceImageSequence = Sequence([item])
             set_image_plane(ds, affine, k)
-            self._set_series(ds, common, k, None)
+            if sop_class == _SECONDARY_CAPTURE:  # Type 2C in the Secondary Capture IOD
+                ds.PatientOrientation = _patient_orientation([float(v) for v in ds.ImageOrientationPatient])
+            self._set_series(ds, common, k, None if source_ds is None else source_ds.get("SeriesNumber", None))
             self._set_pixels(ds, self._slice(pixels, k), common)
             _save_dataset(ds, folder / f"{k + 1:0{width}d}.dcm")

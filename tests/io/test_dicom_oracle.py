@@ -1,7 +1,7 @@
 """Real scanner DICOM (../shared/dicom_qa: dcm2niix's validation collections) and generated series, loaded by us
 and by dcm2niix, the trusted converter: same grid and voxel-to-world mapping within 0.01 mm, same values.
 
-Where we refuse a series that dcm2niix converts (4D, enhanced multi-frame, mixed orientations ...), the test names the
+Where we refuse a series that dcm2niix converts (4D, mixed orientations ...), the test names the
 reason and checks our message. Skips cleanly without ../shared or without dcm2niix (Debian package ``dcm2niix``).
 """
 
@@ -27,7 +27,7 @@ needs_qa = pytest.mark.skipif(not QA.is_dir(), reason="../shared/dicom_qa is abs
 
 #: series we load: every one must agree with dcm2niix.
 LOADED = ["bit12_12bitSigned_0x0F0F", "bit12_12bitUnsigned", "bit12_12bitUnsigned_0x0F0F", "dec_hfdl", "dec_hfs",
-          "ge_mprage"] + [f"ts_{i}" for i in range(1, 10)]
+          "ge_mprage", "xa30_t1"] + [f"ts_{i}" for i in range(1, 10)]  # xa30_t1: one enhanced multi-frame file
 
 #: series we refuse, with the reason (a regular expression our message must match).
 REFUSED = {
@@ -39,7 +39,6 @@ REFUSED = {
     "qa_sagasc35": "Siemens mosaic series of 2 files",
     "tbl_ge_loc": "mixes slice orientations",  # 3-plane localiser
     "uih_dti": "no valid ImagePositionPatient",  # UIH diffusion saved by slice: 4D, no per-file position
-    "xa30_t1": "multi-frame \\(enhanced\\) DICOM",
 }
 
 
@@ -107,6 +106,19 @@ def assert_same_as_dcm2niix(img, reference: nib.Nifti1Image, atol: float = 1e-3,
 def test_real_series_load_as_dcm2niix(name, tmp_path):
     img = load_volume(QA / name, study=name)
     assert_same_as_dcm2niix(img, dcm2niix_volume(QA / name, tmp_path / "d2n"), correct=DCM2NIIX_CORRECTIONS.get(name))
+
+
+@needs_qa
+@needs_dcm2niix
+def test_enhanced_multiframe_xa30_frames_and_affine(tmp_path):
+    """Siemens XA30 enhanced MR (one file, 96 frames): a 3D volume whose slice axis steps by the frames' measured
+    gap (2 mm), with dcm2niix's grid; the refusal it used to get is gone."""
+    img = load_volume(QA / "xa30_t1", study="xa30_t1")
+    assert img.meta["multiframe_frames"] == 96 and tuple(img.shape) == (1, 128, 128, 96)
+    assert len(img.meta["dicom_files"]) == 1
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0), [2.0, 2.0, 2.0], atol=1e-3)
+    reference = dcm2niix_volume(QA / "xa30_t1", tmp_path / "d2n")
+    assert_same_as_dcm2niix(img, reference)
 
 
 @needs_qa

@@ -1,6 +1,7 @@
 """Reading DICOM series (fusionmamba_med.io.dicom_read). Modality rescale, slice by slice: every slice keeps its own
 ``stored * slope + intercept`` (as pydicom and dcm2niix give it), whatever the first file's slope, as real PET and
-some CT series store it. (The comparison with dcm2niix on real series is in test_dicom_oracle.py.)"""
+some CT series store it. (The comparison with dcm2niix on real series is in test_dicom_oracle.py.) Enhanced
+multi-frame files (one file, one volume): frames sorted along the normal, each with its own rescale; 4D refused."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.dicom_read import DicomSeriesReader, check_dicom_series, read_dicom_series
 from fusionmamba_med.io.loading import load_volume
-from tests.synthetic import index_volume, truncate_file, write_dicom_series
+from tests.synthetic import (AXIAL, index_volume, oblique_iop, series_ras_affine, truncate_file, write_dicom_series,
+                             write_enhanced_dicom)
 
 
 def _pydicom_values(path) -> np.ndarray:
@@ -91,3 +94,79 @@ def test_read_dicom_series_meta_and_reader(axial_series):
     assert img.meta["series_uid"] == axial_series["series_uid"]
     reader = DicomSeriesReader(axial_series["files"])
     assert reader.file_names == [str(f) for f in axial_series["files"]] and reader.verify_suffix("any/folder")
+
+
+# --- enhanced multi-frame: one file, one 3D volume -------------------------------------------------------------------
+MF_SLOPES = [1.0, 0.78, 3.0, 25.0, 0.0123, 50.0]  # one per slice (z order): frame 0 of the file holds slice 5 (50.0)
+MF_INTERCEPTS = [0.0, 1.0, -2.5, 0.0, 4.25, -1024.0]
+
+
+def _enhanced(folder, **kwargs):
+    kwargs.setdefault("vol", index_volume(nx=10, ny=8, nz=6))  # 6 frames of 8 rows x 10 columns
+    kwargs.setdefault("iop", oblique_iop(25.0, -15.0))
+    kwargs.setdefault("origin", (12.5, -30.25, 47.0))
+    return write_enhanced_dicom(Path(folder) / "enhanced.dcm", **kwargs)
+
+
+def test_enhanced_multiframe_sorted_with_affine_and_per_frame_rescale(tmp_path):
+    info = _enhanced(tmp_path / "mf", slope=MF_SLOPES, intercept=MF_INTERCEPTS)
+    assert info["frame_order"] != sorted(info["frame_order"])  # frames stored out of slice order
+    img = load_volume(tmp_path / "mf", study="s")
+    assert tuple(img.shape) == (1, 10, 8, 6) and img.dtype == torch.float32
+    assert img.meta["multiframe_frames"] == 6 and img.meta["dicom_files"] == [os.path.abspath(info["files"][0])]
+    assert img.meta["series_uid"] == info["series_uid"]
+    np.testing.assert_allclose(np.asarray(img.affine), series_ras_affine(info), atol=1e-4)
+    # every frame its own stored * slope + intercept (float64 arithmetic, float32 result), in slice order
+    expected = (info["vol"].astype(np.float64) * np.asarray(MF_SLOPES) + np.asarray(MF_INTERCEPTS)).astype(np.float32)
+    np.testing.assert_array_equal(img[0].numpy(), expected)
+    # ... and each slice is the frame pydicom decodes at that position
+    ds = pydicom.dcmread(info["files"][0])
+    frames = ds.pixel_array.astype(np.float64)
+    for n, k in enumerate(info["frame_order"]):
+        np.testing.assert_array_equal(img[0, :, :, k].numpy().T,
+                                      (frames[n] * MF_SLOPES[k] + MF_INTERCEPTS[k]).astype(np.float32))
+
+
+def test_enhanced_multiframe_shared_rescale_applied_once(tmp_path):
+    """A rescale in the SharedFunctionalGroupsSequence (GDCM applies it too): stored * 2.5 - 100, not twice."""
+    info = _enhanced(tmp_path / "mf", slope=2.5, intercept=-100.0, shared_rescale=True, iop=AXIAL)
+    img = load_volume(tmp_path / "mf")
+    np.testing.assert_array_equal(img[0].numpy(), (info["vol"] * 2.5 - 100.0).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(img.affine), series_ras_affine(info), atol=1e-4)
+
+
+def test_enhanced_multiframe_frames_at_one_position_refused_as_4d(tmp_path):
+    info = _enhanced(tmp_path / "mf", z_positions=[0.0, 2.5, 2.5, 5.0, 7.5, 10.0])
+    with pytest.raises(FusionInputError, match="several images at the same position .*'frame \\d' and 'frame \\d'"
+                       ".*4D") as exc:
+        load_volume(tmp_path / "mf", study="s")
+    assert exc.value.path == info["files"][0] and exc.value.study == "s"
+
+
+def test_enhanced_multiframe_uneven_spacing_refused(tmp_path):
+    info = _enhanced(tmp_path / "mf", z_positions=[0.0, 2.5, 5.0, 7.5, 12.5, 15.0])  # a missing frame
+    with pytest.raises(FusionInputError, match="uneven slice spacing") as exc:
+        load_volume(tmp_path / "mf", study="s")
+    assert exc.value.path == info["files"][0]
+
+
+def test_series_of_two_enhanced_files_refused_as_4d(tmp_path):
+    first = _enhanced(tmp_path / "mf")
+    write_enhanced_dicom(tmp_path / "mf" / "second.dcm", vol=index_volume(nx=10, ny=8, nz=6),
+                         series_uid=first["series_uid"], study_uid=first["study_uid"], for_uid=first["for_uid"])
+    with pytest.raises(FusionInputError, match="series of 2 enhanced multi-frame DICOM files.*4D") as exc:
+        load_volume(tmp_path / "mf", study="s")
+    assert exc.value.study == "s" and exc.value.path
+
+
+def test_enhanced_colour_refused(tmp_path):
+    info = _enhanced(tmp_path / "mf")
+    ds = pydicom.dcmread(info["files"][0])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.zeros((6, 8, 10, 3), np.uint8).tobytes()
+    ds.save_as(info["files"][0], enforce_file_format=True)
+    with pytest.raises(FusionInputError, match="colour DICOM") as exc:
+        check_dicom_series(info["files"], {"uid": info["series_uid"], "description": "x"}, tmp_path / "mf", "s",
+                           10**9)
+    assert exc.value.path == info["files"][0]

@@ -2,7 +2,8 @@
 
 The oracle tests skip when the tool is not installed (Debian: ``apt-get install dicom3tools dcmtk``; ``.ci/run`` tries).
 Sources: the synthetic MRI series in explicit VR little endian, explicit VR big endian, implicit VR little endian and
-RLE Lossless, and a NIfTI MRI (series built from scratch). Outputs: greyscale fused (0..4095 = 0..1) and RGB.
+RLE Lossless, and a NIfTI MRI (series built from scratch); references held in one file (a generated enhanced
+multi-frame MR, real Siemens mosaics from ../shared/dicom_qa): a series on their grid inheriting their identity. Outputs: greyscale fused (0..4095 = 0..1) and RGB.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from fusionmamba_med.io.loading import load_volume
 from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
 from fusionmamba_med.io.writers import FusedVolumeWriter
-from tests.synthetic import index_volume, oblique_iop, write_dicom_series
+from tests.synthetic import index_volume, oblique_iop, write_dicom_series, write_enhanced_dicom
 
 SOURCES = ["dicom_le", "dicom_be", "dicom_implicit", "dicom_rle", "nifti"]
 STEP = 1.0 / 4095
@@ -276,3 +277,76 @@ def test_values_far_outside_unit_range_keep_their_range(tmp_path, caplog):
     back = load_volume(out)
     slope = float(ds.RescaleSlope)
     np.testing.assert_allclose(back.numpy(), vol.numpy(), atol=slope / 2 + 1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------- one-file references
+QA = Path(__file__).resolve().parents[2] / ".." / "shared" / "dicom_qa" / "series"
+
+
+def _check_one_file_reference_output(tmp_path: Path, ref: MetaTensor, source: str,
+                                     sop_class: str = pydicom.uid.MRImageStorage) -> None:
+    """The fused series written for a reference held in ONE file (enhanced multi-frame, mosaic): valid per dciodvfy,
+    on the reference's grid (same voxels at the same places within 0.01 mm; a left-handed grid comes back with its
+    slice axis reversed, as every classic series does), patient/study/frame of reference inherited, new UIDs."""
+    fused = _gradient(ref)
+    out = FusedVolumeWriter(tmp_path / "out", "dicom")(fused, ref, "s")
+    files = _files(out)
+    assert [f.name for f in files] == [f"{k + 1:04d}.dcm" for k in range(ref.shape[-1])]
+    for f in files:
+        errors = _dciodvfy_errors(f)
+        assert not errors, f"{f.name}: {sorted(errors)}"
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    sop_uids = set()
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for kw in ("StudyInstanceUID", "PatientID", "PatientName", "FrameOfReferenceUID", "StudyDate", "Modality"):
+            assert ds.get(kw) == src.get(kw), kw
+        assert ds.SeriesInstanceUID != src.SeriesInstanceUID and ds.SOPInstanceUID != src.SOPInstanceUID
+        assert ds.SOPClassUID == sop_class and "NumberOfFrames" not in ds
+        assert not any(elem.tag.is_private for elem in ds)
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        sop_uids.add(ds.SOPInstanceUID)
+    assert len(sop_uids) == len(files) and len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 1
+    expected = np.rint(fused[0].numpy().astype(np.float64) * 4095)
+    if shutil.which("dcm2niix"):  # dcm2niix places the stored values on the reference grid (within 0.01 mm)
+        from tests.io.test_dicom_oracle import assert_same_as_dcm2niix, dcm2niix_volume
+
+        stored = MetaTensor(torch.as_tensor(expected[None]), affine=ref.affine.clone())
+        assert_same_as_dcm2niix(stored, dcm2niix_volume(out, tmp_path / "d2n"))
+    back = load_volume(out)
+    ours, theirs = np.asarray(ref.affine, dtype=np.float64), np.asarray(back.affine, dtype=np.float64)
+    if np.linalg.det(ours[:3, :3]) * np.linalg.det(theirs[:3, :3]) < 0 or not np.allclose(ours, theirs, atol=1e-2):
+        nz = ref.shape[-1]  # left-handed reference grid: read back along row x column, slice axis reversed
+        flipped = ours.copy()
+        flipped[:3, 2], flipped[:3, 3] = -ours[:3, 2], ours[:3, 3] + ours[:3, 2] * (nz - 1)
+        ours, expected = flipped, expected[:, :, ::-1]
+    np.testing.assert_allclose(theirs, ours, atol=1e-2)
+    np.testing.assert_array_equal(back[0].numpy(), expected)
+
+
+@pytest.mark.parametrize("modality, sop_class", [("MR", pydicom.uid.MRImageStorage),
+                                                 ("CT", pydicom.uid.CTImageStorage),
+                                                 ("PT", pydicom.uid.SecondaryCaptureImageStorage)])
+def test_enhanced_multiframe_reference_output(tmp_path, modality, sop_class):
+    """Enhanced MR/CT/PET reference: a classic MR / CT series, or a Secondary Capture (a classic PET series would
+    need the PET modules, which a fused image cannot fill)."""
+    _tool("dciodvfy")
+    info = write_enhanced_dicom(tmp_path / "ref" / "mf" / "enhanced.dcm", vol=index_volume(nx=10, ny=8, nz=6),
+                                iop=oblique_iop(25.0, -15.0), origin=(12.5, -30.25, 47.0),
+                                slope=[1.0, 0.78, 3.0, 25.0, 0.0123, 50.0], modality=modality)
+    ref = load_volume(tmp_path / "ref" / "mf")
+    assert ref.meta["multiframe_frames"] == 6
+    _check_one_file_reference_output(tmp_path, ref, info["files"][0], sop_class)
+
+
+@pytest.mark.skipif(not QA.is_dir(), reason="../shared/dicom_qa is absent")
+@pytest.mark.parametrize("name", ["qa_sagasc35", "nih_si_0003"])
+def test_siemens_mosaic_reference_output(tmp_path, name):
+    """One Siemens mosaic file as the reference (a real one: a generated mosaic needs a Siemens CSA header)."""
+    _tool("dciodvfy")
+    first = sorted(p for p in (QA / name).iterdir() if p.suffix != ".txt")[0]
+    (tmp_path / "ref").mkdir()
+    shutil.copy(first, tmp_path / "ref" / first.name)
+    ref = load_volume(tmp_path / "ref")
+    assert ref.meta["mosaic_images"] == ref.shape[-1] > 1
+    _check_one_file_reference_output(tmp_path, ref, str(tmp_path / "ref" / first.name))
