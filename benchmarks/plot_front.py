@@ -20,7 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PEERS = {"ifcnn_max": ("IFCNN-MAX", "^", "tab:blue"), "matr": ("MATR", "v", "tab:purple")}
-SAMPLING = {"by size": "tab:orange", "balanced": "tab:green", "": "tab:gray"}
+#: colour and legend of the checkpoints tried, by their ``sampling`` column
+SAMPLING = {"by size": ("tab:orange", "checkpoints tried, pairs drawn by dataset size"),
+            "balanced": ("tab:green", "checkpoints tried, datasets drawn equally often"),
+            "balanced 0.5": ("tab:olive", "checkpoints tried, datasets drawn by the root of their size"),
+            "both": ("tab:cyan", "weight mean of a by-size and a balanced checkpoint"),
+            "": ("tab:gray", "other training starts (a soft max rule set into the branch)")}
 
 
 def set_means(rows: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -65,7 +70,7 @@ def main(argv=None) -> None:
     tried = read_csv(args.dir / f"{args.task}_tried.csv")
     sets = [s for s in evaluated if s != "all"] + ["all"]
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 5.6))
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 6.4))
     for ax, group in zip(axes, sets):
         n_pairs = sum(1 for r in read_csv(args.dir / f"{args.task}.csv")
                       if r["method"] == "ifcnn_max" and (group == "all" or r["pair"].startswith(group + "/")))
@@ -82,12 +87,13 @@ def main(argv=None) -> None:
             elif name not in ("FusionMamba (ours)",):
                 ax.scatter([s], [q], marker="s", s=22, facecolor="none", edgecolor="0.3", zorder=3)
                 ax.annotate(name, (s, q), fontsize=7, color="0.3", xytext=(3, 3), textcoords="offset points")
-        for sampling, colour in SAMPLING.items():
+        for sampling in dict.fromkeys(r["sampling"] for r in tried):
+            colour, label = SAMPLING.get(sampling, ("tab:brown", f"checkpoints tried ({sampling})"))
             pts = [(float(r[f"{group}_Qabf"]), float(r[f"{group}_SSIM"])) for r in tried
                    if r.get(f"{group}_Qabf") and r["sampling"] == sampling and r["setting"] != "start"]
             if pts:
                 ax.scatter([q[1] for q in pts], [q[0] for q in pts], s=16, color=colour, alpha=0.75, zorder=3,
-                           label=f"checkpoints tried, pairs drawn {sampling}" if sampling else "checkpoints tried")
+                           label=label)
         start = [r for r in tried if r["setting"] == "start" and r.get(f"{group}_Qabf")]
         if start:
             ax.scatter([float(start[0][f"{group}_SSIM"])], [float(start[0][f"{group}_Qabf"])], marker="D", s=45,
@@ -100,10 +106,11 @@ def main(argv=None) -> None:
         ax.set_ylim(0.40, 0.62)
         ax.set_xlim(0.695, 0.76)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Up and right is better on both; mean and average (SSIM about 0.76-0.78, Qabf about 0.36-0.37) "
                  "lie below the plotted range", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
