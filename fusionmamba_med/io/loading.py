@@ -217,7 +217,8 @@ def load_volume(
         p, kind = p.parent, "dicom"
     if kind == "dicom":
         img = dicom_read.read_dicom_series(p, study, series_uid, max_voxels)
-        source = img.meta["dicom_files"][0] if img.meta.get("mosaic_images") else p
+        one_file = img.meta.get("mosaic_images") or img.meta.get("multiframe_frames")  # the volume is one file
+        source = img.meta["dicom_files"][0] if one_file else p
         img = _fix_non_finite(img, study, Path(source))
         return img if img.dtype == torch.float32 else img.float()
     if kind == "nifti":
