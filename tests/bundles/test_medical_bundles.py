@@ -132,3 +132,45 @@ def test_bundle_root_is_the_bundle_from_anywhere(bundle, inside, monkeypatch):
     parser.read_config("inference.json" if inside else f"bundles/{bundle}/inference.json")
     assert Path(parser.get_parsed_content("bundle_root")).resolve() == folder.resolve()
     assert Path(parser.get_parsed_content("dataset_dir")).resolve().is_relative_to((ROOT / "sample_data").resolve())
+
+
+XA30 = ROOT.parent / "shared" / "dicom_qa" / "series" / "xa30_t1"
+
+
+@pytest.mark.skipif(not XA30.is_dir(), reason="../shared/dicom_qa is absent")
+def test_pet_bundle_fuses_onto_an_enhanced_multiframe_mri(tmp_path):
+    """A real Siemens XA30 MRI held in one enhanced multi-frame file (96 sagittal frames) as the study's MRI, with a
+    PET made from it (blurred bright tissue, half resolution, same world position): the DICOM output is a classic
+    series of the MRI's study and frame of reference that re-reads on the MRI's grid."""
+    import nibabel as nib
+    from scipy.ndimage import gaussian_filter, zoom
+
+    study = tmp_path / "studies" / "study01"
+    study.mkdir(parents=True)
+    (study / "MR").symlink_to(XA30, target_is_directory=True)
+    mri = load_volume(study / "MR")
+    a, aff = mri[0].numpy().astype(np.float64), mri.affine.numpy()
+    pet = zoom(gaussian_filter(np.clip(a - np.percentile(a, 60), 0, None), 3), 0.5, order=1)
+    pet_aff = aff.copy()
+    pet_aff[:3, :3] = 2 * aff[:3, :3]
+    pet_aff[:3, 3] = aff[:3, 3] + aff[:3, :3] @ np.full(3, 0.5)  # the centre of the first 2x2x2 MRI block
+    nib.save(nib.Nifti1Image(pet.astype(np.float32), pet_aff), study / "PET.nii.gz")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/pet_mri/inference.json",
+           "--dataset_dir", str(tmp_path / "studies"), "--output_dir", str(out), "--output_format", "dicom",
+           "--progress", "False"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore",
+                               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads((out / "fusion_summary.json").read_text())["studies"][0]
+    fused = load_volume(rec["output"])
+    assert fused.shape == mri.shape == (1, 128, 128, 96)
+    np.testing.assert_allclose(fused.affine.numpy(), aff, atol=1e-4)
+    source = pydicom.dcmread(next(XA30.glob("*.dcm")), stop_before_pixels=True)
+    out_files = sorted(Path(rec["output"]).glob("*.dcm"))
+    assert len(out_files) == 96
+    for f in out_files[:: 19]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert (ds.StudyInstanceUID, ds.FrameOfReferenceUID) == (source.StudyInstanceUID, source.FrameOfReferenceUID)
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID and "NumberOfFrames" not in ds
