@@ -49,6 +49,23 @@ def index_volume(nx=NX, ny=NY, nz=NZ, seed=0) -> np.ndarray:
     return vol.astype(np.int16)
 
 
+def _patient_study_dataset(sop_class: str, patient_id: str, study_uid: str, modality: str) -> Dataset:
+    """A new DICOM dataset (explicit VR little endian file meta) of ``sop_class`` with the test patient and study."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Patient", patient_id, "19700101", "O"
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study_uid, "20240101", "120000", "1"
+    ds.AccessionNumber = "ACC1"
+    ds.Modality = modality
+    return ds
+
+
 def write_dicom_series(
     folder: Path,
     vol: np.ndarray | None = None,
@@ -90,24 +107,7 @@ def write_dicom_series(
         order = order[::-1]
     for n, k in enumerate(order):
         ipp = np.asarray(origin, float) + zs[k] * normal + k * np.asarray(shift_per_slice, float)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.PatientName = "Test^Patient"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.StudyDate = "20240101"
-        ds.StudyTime = "120000"
-        ds.StudyID = "1"
-        ds.AccessionNumber = "ACC1"
-        ds.Modality = modality
+        ds = _patient_study_dataset(MRImageStorage, patient_id, study_uid, modality)
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
         ds.SeriesDescription = description
@@ -324,19 +324,9 @@ def write_enhanced_dicom(
     slopes = [float(slope[k]) if np.ndim(slope) else float(slope) for k in range(nz)]
     intercepts = [float(intercept[k]) if np.ndim(intercept) else float(intercept) for k in range(nz)]
     sop_class = _ENHANCED_SOP[modality]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = _patient_study_dataset(sop_class, patient_id, study_uid, modality)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Patient", patient_id, "19700101", "O"
-    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.StudyID = study_uid, "20240101", "120000", "1"
-    ds.AccessionNumber, ds.ReferringPhysicianName = "ACC1", ""
-    ds.Modality, ds.Manufacturer = modality, "Synthetic"
+    ds.ReferringPhysicianName, ds.Manufacturer = "", "Synthetic"
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series_uid, 5, description
     ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = for_uid, ""
     ds.PatientPosition = "HFS"

@@ -350,6 +350,16 @@ def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], na
     return order
 
 
+def _refuse_several_volume_files(files: Sequence[str], label: str, kind: str, folder: Path,
+                                 study: str | None) -> None:
+    """Each mosaic or enhanced multi-frame file holds one whole 3D volume: a series of several is 4D, refused."""
+    if len(files) > 1:
+        raise FusionInputError(
+            f"{label} is a {kind} series of {len(files)} files: each {kind} file holds one whole 3D volume, so the "
+            "series is 4D (a time series, echoes or repeated acquisitions); load one file by giving its path in its "
+            "own folder, or convert the series (e.g. dcm2niix) and pick one volume", study=study, path=folder)
+
+
 def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
                         max_voxels: int) -> DicomStack:
     """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
@@ -359,21 +369,11 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     # Size check from the first header only, before anything else is read.
     first = dicom_header(files[0], study)
     if _is_mosaic(first):
-        if len(files) > 1:
-            raise FusionInputError(
-                f"{label} is a Siemens mosaic series of {len(files)} files: each mosaic file holds one whole 3D "
-                "volume, so the series is 4D (a time series or repeated acquisition); load one mosaic file by "
-                "giving its path in its own folder, or convert the series (e.g. dcm2niix) and pick one volume",
-                study=study, path=folder)
+        _refuse_several_volume_files(files, label, "Siemens mosaic", folder, study)
         return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
     _refuse_non_image(first, files[0], study)
     if _is_enhanced(first):
-        if len(files) > 1:
-            raise FusionInputError(
-                f"{label} is a series of {len(files)} enhanced multi-frame DICOM files: each file holds one whole "
-                "3D volume, so the series is 4D (a time series, echoes or repeated acquisitions); load one file by "
-                "giving its path in its own folder, or convert the series (e.g. dcm2niix) and pick one volume",
-                study=study, path=folder)
+        _refuse_several_volume_files(files, label, "enhanced multi-frame", folder, study)
         return _check_multiframe(files[0], label, study, max_voxels)
     rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
     frames = int(first.get("NumberOfFrames", 1) or 1)

@@ -154,7 +154,7 @@ def test_series_of_two_enhanced_files_refused_as_4d(tmp_path):
     first = _enhanced(tmp_path / "mf")
     write_enhanced_dicom(tmp_path / "mf" / "second.dcm", vol=index_volume(nx=10, ny=8, nz=6),
                          series_uid=first["series_uid"], study_uid=first["study_uid"], for_uid=first["for_uid"])
-    with pytest.raises(FusionInputError, match="series of 2 enhanced multi-frame DICOM files.*4D") as exc:
+    with pytest.raises(FusionInputError, match="enhanced multi-frame series of 2 files.*4D") as exc:
         load_volume(tmp_path / "mf", study="s")
     assert exc.value.study == "s" and exc.value.path
 
