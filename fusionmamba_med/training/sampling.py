@@ -54,9 +54,10 @@ def source_balanced_sampler(items: Sequence[Mapping], group: str = "source", min
     sizes = Counter(groups)
     largest = max(sizes.values())
     weights = [float(sizes[g] if sizes[g] >= min_group_size else largest) ** -float(balance) for g in groups]
+    total = sum(weights)
     shares = Counter()
     for g, w in zip(groups, weights):
-        shares[g] += w / sum(weights)
+        shares[g] += w / total
     logger.info("source_balanced_sampler: %s pairs by %s, drawn with shares %s", dict(sizes), group,
                 {g: round(v, 3) for g, v in shares.items()})
     generator = torch.Generator()

@@ -101,9 +101,9 @@ def training_pairs(
             logger.warning("training pairs: no pairs in source '%s' (%s, %s)", label, source["dir_a"], source["dir_b"])
             continue
         whole = [item for item in items if pair_group(item, "dataset") in held_datasets]
+        rest = [item for item in items if pair_group(item, "dataset") not in held_datasets]
         found_datasets |= {pair_group(item, "dataset") for item in whole}
-        whole_names = {item["name"] for item in whole}
-        src_train, src_val = split_holdout([i for i in items if i["name"] not in whole_names], holdout, seed)
+        src_train, src_val = split_holdout(rest, holdout, seed)
         src_val = sorted(src_val + whole, key=lambda i: i["name"])
         train += src_train
         val += src_val
