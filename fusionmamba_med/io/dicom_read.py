@@ -350,6 +350,16 @@ def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], na
     return order
 
 
+def _refuse_colour(ds, path: str | Path, study: str | None) -> None:
+    """Refuse a colour image (SamplesPerPixel != 1): fusion inputs are scalar volumes."""
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp != 1:
+        raise FusionInputError(
+            f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
+            f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+            study=study, path=path)
+
+
 def _refuse_several_volume_files(files: Sequence[str], label: str, kind: str, folder: Path,
                                  study: str | None) -> None:
     """Each mosaic or enhanced multi-frame file holds one whole 3D volume: a series of several is 4D, refused."""
@@ -395,12 +405,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                 f"multi-frame DICOM with {frames} frames {why} is not supported; only a single enhanced multi-frame "
                 "file (Enhanced MR/CT/PET) is read; convert it to a classic single-frame series first",
                 study=study, path=f)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        if spp != 1:
-            raise FusionInputError(
-                f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
-                f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
-                study=study, path=f)
+        _refuse_colour(ds, f, study)
         if (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) != (rows, cols):
             raise FusionInputError(f"slice size {ds.get('Rows')}x{ds.get('Columns')} differs from the series' "
                                    f"{rows}x{cols} in {label}", study=study, path=f)
@@ -551,12 +556,7 @@ def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int)
     if nvox > max_voxels:
         raise FusionInputError(f"{label} is too large: {frames} frames x {rows} x {cols} = {nvox} voxels > "
                                f"max_voxels={max_voxels}", study=study, path=path)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if spp != 1:
-        raise FusionInputError(
-            f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
-            f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
-            study=study, path=path)
+    _refuse_colour(ds, path, study)
     problem = _pixel_data_problem(ds, path)
     if problem is not None:
         raise FusionInputError(f"the multi-frame image cannot be read: {problem}", study=study, path=path)
