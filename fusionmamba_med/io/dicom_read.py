@@ -44,6 +44,7 @@ __all__ = [
     "DicomStack",
     "DEFAULT_MAX_VOXELS",
     "dicom_header",
+    "holds_whole_volume",
     "check_dicom_series",
     "choose_series",
     "list_dicom_series",
@@ -264,6 +265,12 @@ def _rescale_of(ds) -> tuple[float, float]:
 
 def _is_mosaic(ds) -> bool:
     return any(str(v).strip().upper() == "MOSAIC" for v in (ds.get("ImageType", None) or []))
+
+
+def holds_whole_volume(ds) -> bool:
+    """Whether one DICOM file (its header ``ds``) holds a whole 3D volume, as this module reads it: a Siemens mosaic or
+    an enhanced multi-frame image (so a series made from it has no source file per slice)."""
+    return _is_mosaic(ds) or _is_enhanced(ds)
 
 
 def _one_slice_spacing(ds) -> float | None:

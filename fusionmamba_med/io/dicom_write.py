@@ -265,9 +265,11 @@ class DicomSeriesWriter:
 
     @staticmethod
     def _whole_volume_source(files: Sequence[str], study_id: str):
-        """The header (no pixels) of a reference held in one file, an enhanced multi-frame image (NumberOfFrames >
-        1) or a Siemens mosaic (ImageType MOSAIC), or None for a classic series (one file a slice)."""
+        """The header (no pixels) of a reference held in one file, an enhanced multi-frame image or a Siemens mosaic
+        (:func:`~fusionmamba_med.io.dicom_read.holds_whole_volume`), or None for a classic series (one file a slice)."""
         import pydicom
+
+        from fusionmamba_med.io.dicom_read import holds_whole_volume
 
         if len(files) != 1:
             return None
@@ -276,12 +278,7 @@ class DicomSeriesWriter:
         except Exception as err:
             raise FusionInputError(f"cannot re-read the source DICOM file ({err})", study=study_id,
                                    path=files[0]) from err
-        try:
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-        except (TypeError, ValueError):
-            frames = 1
-        mosaic = any(str(v).strip().upper() == "MOSAIC" for v in (ds.get("ImageType", None) or []))
-        return ds if frames > 1 or mosaic else None
+        return ds if holds_whole_volume(ds) else None
 
     def _series_number(self, source_number) -> int:
         if self.series_number is not None:
