@@ -19,6 +19,9 @@ from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.batch import BatchRunner, stage
 from fusionmamba_med.inference.forward import run_network
 from fusionmamba_med.inference.qa import save_qa_montage
+from fusionmamba_med.inference.review import source_files, write_study_review
+from fusionmamba_med.io.dicom_write import FUSED_DICOM_MAX
+from fusionmamba_med.io.review_scene import REVIEW_SCENE_FORMATS
 
 __all__ = ["StudyFusionRunner"]
 
@@ -45,6 +48,17 @@ class StudyFusionRunner(BatchRunner):
         rank, world_size: this process's share of the studies (multi-GPU / multi-node inference).
         moving_name: what the moving modality is called in QA pictures ("CT", "PET", "SPECT").
         progress: show a progress bar over the studies.
+        moving_writer: writes the moving image registered onto the MRI grid (``moving_on_mri_key``, in its own
+            values, before normalisation), e.g. a ``FusedVolumeWriter`` with ``output_postfix="pet_on_mri"``;
+            ``None``: not written.
+        review_scene: ``"mrml"`` (default): a 3D Slicer review scene ``<study>_review.mrml`` beside the outputs,
+            referencing them; ``"mrb"``: a self-contained ``<study>_review.mrb``; ``"none"``. It needs the
+            registered moving image written (``moving_writer``) and the MRI's own values (``mri_display_key``) for
+            its window (see :mod:`fusionmamba_med.inference.review`).
+        overlay_opacity: opacity of the registered moving image over the MRI in the review scene.
+
+    A study is done when its fused output and, unless ``review_scene="none"``, its review scene exist (the scene is
+    written last): a run stopped in between leaves a study that the next run with ``overwrite="skip"`` completes.
 
     The loop (skip / overwrite, per-study errors, summary, exit status, ranks) is :class:`~.batch.BatchRunner`'s;
     this class loads (``preprocessing``), fuses (:func:`~.forward.run_network` through ``inferer``) and writes.
@@ -73,6 +87,11 @@ class StudyFusionRunner(BatchRunner):
         world_size: int = 1,
         moving_name: str = "moving",
         progress: bool = True,
+        moving_writer=None,
+        review_scene: str = "mrml",
+        overlay_opacity: float = 0.6,
+        moving_on_mri_key: str = "moving_on_mri",
+        mri_display_key: str = "mri_display",
     ):
         super().__init__(studies, writer, errors=errors, summary_path=summary_path, fail_on_error=fail_on_error,
                          progress=progress, rank=rank, world_size=world_size)
@@ -85,6 +104,12 @@ class StudyFusionRunner(BatchRunner):
         self.qa = qa
         self.image_key, self.reference_key, self.moving_key = image_key, reference_key, moving_key
         self.moving_name = moving_name
+        if review_scene not in REVIEW_SCENE_FORMATS:
+            raise ValueError(f"review_scene must be one of {REVIEW_SCENE_FORMATS}, got {review_scene!r}")
+        self.moving_writer = moving_writer
+        self.review_scene = review_scene
+        self.overlay_opacity = float(overlay_opacity)
+        self.moving_on_mri_key, self.mri_display_key = moving_on_mri_key, mri_display_key
 
     @property
     def studies(self) -> list[dict]:
@@ -101,7 +126,15 @@ class StudyFusionRunner(BatchRunner):
 
     def existing_output(self, study: dict) -> Path | None:
         sid = study["study_id"]
-        return Path(self.writer.output_path(sid)) if self.writer.exists(sid) else None
+        if not self.writer.exists(sid):
+            return None
+        if self.review_scene != "none" and self.moving_writer is not None and not self.review_path(sid).is_file():
+            return None
+        return Path(self.writer.output_path(sid))
+
+    def review_path(self, sid: str) -> Path:
+        """``<output_dir>/<study>/<study>_review.<mrml|mrb>``."""
+        return self.writer.output_path(sid).parent / f"{sid}_review.{self.review_scene}"
 
     def prepare(self) -> None:
         self.network.eval()
@@ -128,23 +161,46 @@ class StudyFusionRunner(BatchRunner):
         return self.fuse(image.unsqueeze(0))[0]
 
     def write(self, study: dict, data: dict, fused: torch.Tensor, timings: dict) -> dict:
-        """Postprocessing, the writer, and the QA montage; returns the record's fields."""
+        """Postprocessing, the registered moving image, the QA montage, the fused output and, last, the review
+        scene; returns the record's fields."""
         sid = study["study_id"]
         reference = data[self.reference_key]
         data["pred"] = MetaTensor(fused, affine=reference.affine, meta=dict(reference.meta))
         if self.postprocessing is not None:
             with stage(timings, "postprocessing"):
                 data = apply_transform(self.postprocessing, data)
-        with stage(timings, "write"):
-            inputs = [study[k] for k in (self.reference_key, self.moving_key) if isinstance(study.get(k), (str, Path))]
-            out = self.writer(data["pred"], reference, sid, input_paths=inputs)
-        fields = {"output": str(out), "shape": list(reference.shape[1:])}
+        inputs = [study[k] for k in (self.reference_key, self.moving_key) if isinstance(study.get(k), (str, Path))]
+        fields: dict = {"shape": list(reference.shape[1:])}
         if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
             fields["registration"] = data[self.moving_key].meta["registration"]
+        moving_out = None
+        if self.moving_writer is not None and self.moving_on_mri_key in data:
+            with stage(timings, "write_moving"):
+                moving_out = self.moving_writer(data[self.moving_on_mri_key], reference, sid, input_paths=inputs)
+            fields["moving_on_mri"] = str(moving_out)
         if self.qa:
             with stage(timings, "qa"):
-                qa_path = Path(out).parent / f"{sid}_qa.png"
+                qa_path = self.writer.output_path(sid).parent / f"{sid}_qa.png"
                 image = data[self.image_key]
                 save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
             fields["qa"] = str(qa_path)
-        return fields
+        with stage(timings, "write"):
+            out = self.writer(data["pred"], reference, sid, input_paths=inputs)
+        if self.review_scene != "none" and moving_out is not None:
+            with stage(timings, "review_scene"):
+                scene = self._write_review(sid, data, reference)
+            fields["review_scene"] = str(scene)
+        return {"output": str(out), **fields}
+
+    def _write_review(self, sid: str, data: dict, reference) -> Path:
+        """``<study>_review.<mrml|mrb>`` beside the outputs: MRI, registered moving image and fused volume."""
+        n_slices = int(reference.shape[-1])
+        pred = data["pred"]
+        grey_dicom = self.writer.output_format == "dicom" and int(pred.shape[0]) == 1
+        return write_study_review(
+            self.review_path(sid), study=sid,
+            mri=data.get(self.mri_display_key, reference), fused=pred,
+            fused_files=self.writer.output_files(sid, n_slices), moving=data[self.moving_on_mri_key],
+            moving_files=self.moving_writer.output_files(sid, n_slices), moving_name=self.moving_name,
+            overlay_opacity=self.overlay_opacity, mri_files=source_files(reference),
+            fused_scale=FUSED_DICOM_MAX if grey_dicom else 1.0)

@@ -92,6 +92,12 @@ def _now() -> tuple[str, str]:
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
 
+def series_file_names(n_slices: int) -> list[str]:
+    """The file names of a written series of ``n_slices`` slices, in slice order: ``0001.dcm``, ``0002.dcm``..."""
+    width = max(4, len(str(n_slices)))
+    return [f"{k + 1:0{width}d}.dcm" for k in range(n_slices)]
+
+
 def _ds_str(x: float) -> str:
     from pydicom.valuerep import format_number_as_ds
 
@@ -245,7 +251,6 @@ class DicomSeriesWriter:
         series_uid = generate_uid()
         content_date, content_time = _now()
         nz = vol.shape[3]
-        width = max(4, len(str(nz)))
         files = list(source_files)
         common = dict(series_uid=series_uid, date=content_date, time=content_time, rgb=rgb, encoding=encoding,
                       slope=slope_s, intercept=intercept_s, window=window)
@@ -256,12 +261,12 @@ class DicomSeriesWriter:
                                        study=study_id, path=missing[0])
             whole = self._whole_volume_source(files, study_id)
             if whole is not None:  # one file holds the whole reference volume: no source file per slice
-                self._series_from_scratch(folder, pixels, affine, common, width, source_path, study_id,
+                self._series_from_scratch(folder, pixels, affine, common, source_path, study_id,
                                           source_ds=whole)
             else:
-                self._derive_from_sources(folder, files, pixels, affine, common, width, study_id)
+                self._derive_from_sources(folder, files, pixels, affine, common, study_id)
         else:
-            self._series_from_scratch(folder, pixels, affine, common, width, source_path, study_id)
+            self._series_from_scratch(folder, pixels, affine, common, source_path, study_id)
 
     @staticmethod
     def _whole_volume_source(files: Sequence[str], study_id: str):
@@ -351,7 +356,7 @@ class DicomSeriesWriter:
         ds.InstanceCreationDate, ds.InstanceCreationTime = common["date"], common["time"]
         ds.BurnedInAnnotation = "NO"
 
-    def _derive_from_sources(self, folder: Path, files: list[str], pixels, affine, common, width, study_id):
+    def _derive_from_sources(self, folder: Path, files: list[str], pixels, affine, common, study_id):
         import pydicom
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.sequence import Sequence
@@ -389,6 +394,7 @@ class DicomSeriesWriter:
         if len(slices) != nz:
             raise FusionInputError(f"the reference series has {len(slices)} slices, the fused volume {nz}",
                                    study=study_id)
+        names = series_file_names(nz)
         for k in range(nz):
             src = slices[k]
             src.remove_private_tags()
@@ -405,7 +411,7 @@ class DicomSeriesWriter:
                 item.ReferencedSOPInstanceUID = src_uid
                 ds.SourceImageSequence = Sequence([item])
             self._set_pixels(ds, self._slice(pixels, k), common)
-            _save_dataset(ds, folder / f"{k + 1:0{width}d}.dcm")
+            _save_dataset(ds, folder / names[k])
 
     @staticmethod
     def _slice(pixels: np.ndarray, k: int) -> np.ndarray:
@@ -414,7 +420,7 @@ class DicomSeriesWriter:
             return np.transpose(pixels[:, :, :, k], (2, 1, 0))
         return pixels[0, :, :, k].T
 
-    def _series_from_scratch(self, folder: Path, pixels, affine, common, width, source: str, study_id: str,
+    def _series_from_scratch(self, folder: Path, pixels, affine, common, source: str, study_id: str,
                              source_ds=None):
         """A series on the grid of ``affine`` (Image Plane attributes of each slice from it). Without ``source_ds``:
         patient "ANONYMOUS", Study/FrameOfReference UIDs derived from the ``source`` path; with ``source_ds`` (the
@@ -436,6 +442,7 @@ class DicomSeriesWriter:
         # CT for a CT reference, Secondary Capture for any other modality (its IOD takes any Modality)
         sop_class = {"MR": _MR_IMAGE_STORAGE, "CT": _CT_IMAGE_STORAGE}.get(modality, _SECONDARY_CAPTURE)
         nz = pixels.shape[3]
+        names = series_file_names(nz)
         for k in range(nz):
             ds = Dataset()
             ds.file_meta = FileMetaDataset()
@@ -483,4 +490,4 @@ class DicomSeriesWriter:
                 ds.PatientOrientation = _patient_orientation([float(v) for v in ds.ImageOrientationPatient])
             self._set_series(ds, common, k, None if source_ds is None else source_ds.get("SeriesNumber", None))
             self._set_pixels(ds, self._slice(pixels, k), common)
-            _save_dataset(ds, folder / f"{k + 1:0{width}d}.dcm")
+            _save_dataset(ds, folder / names[k])

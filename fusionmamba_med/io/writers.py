@@ -37,7 +37,7 @@ import torch
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.atomic import atomic_path, write_summary
-from fusionmamba_med.io.dicom_write import DicomSeriesWriter, to_rgb_uint8
+from fusionmamba_med.io.dicom_write import DicomSeriesWriter, series_file_names, to_rgb_uint8
 from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
 from fusionmamba_med.io.naming import safe_name
 
@@ -203,6 +203,12 @@ class FusedVolumeWriter:
         if self.output_format == "dicom":
             return self.output_dir / sid / f"{name}_dicom"
         return self.output_dir / sid / f"{name}{_EXT[self.output_format]}"
+
+    def output_files(self, study_id: str, n_slices: int) -> list[Path]:
+        """The files a study's output of ``n_slices`` slices is (or will be) made of: the file, or the DICOM series'
+        files in slice order."""
+        p = self.output_path(study_id)
+        return [p / name for name in series_file_names(n_slices)] if self.output_format == "dicom" else [p]
 
     def exists(self, study_id: str) -> bool:
         """Whether the study's final output exists (a DICOM folder counts when it holds at least one file)."""
