@@ -102,6 +102,32 @@ def test_dicom_output_is_a_derived_series_of_the_mri_study(bundle_run):
         assert len(sops) == len(out_files)
 
 
+def test_review_scene_and_registered_moving_image_per_study(bundle_run):
+    """The user's command writes, per study, the moving image on the MRI grid and a review scene that 3D Slicer's own
+    libraries import without a message: MRI, fused and registered moving volume on one grid, a coloured overlay
+    and slice views with a foreground layer."""
+    slicer_scene = pytest.importorskip("fusionmamba_med.io.slicer_scene", reason="slicer-core is not installed")
+    modality = {"ct_mri": "CT", "pet_mri": "PET", "spect_mri": "SPECT"}[bundle_run["bundle"]]
+    for rec in bundle_run["summary"]["studies"]:
+        study = rec["study"]
+        scene_path = Path(rec["review_scene"])
+        assert scene_path == Path(rec["output"]).parent / f"{study}_review.mrml"
+        moving = Path(rec["moving_on_mri"])
+        assert moving.name.startswith(f"{study}_{modality.lower()}_on_mri")
+        scene = slicer_scene.SlicerScene()
+        assert scene.import_scene(scene_path)
+        assert scene.messages == [], scene.messages
+        mri, overlay, fused = (scene.node_by_name(f"{study} {n}") for n in ("MRI", f"{modality} on MRI", "fused"))
+        for node in (overlay, fused):
+            np.testing.assert_allclose(slicer_scene.ijk_to_ras(node), slicer_scene.ijk_to_ras(mri), atol=1e-4)
+            assert node.GetImageData().GetDimensions() == mri.GetImageData().GetDimensions()
+        assert "Grey" not in overlay.GetDisplayNode().GetColorNodeID()
+        composite = scene.scene.GetNodeByID("vtkMRMLSliceCompositeNodeRed+")
+        assert composite.GetForegroundVolumeID() == overlay.GetID() and composite.GetForegroundOpacity() > 0
+        # the registered moving image holds the source's own values (not the network's [0, 1])
+        assert load_volume(moving).max() > 1.5
+
+
 # Landmark TRE (mm) and rotation error (deg) allowed per bundle. SPECT (12 mm FWHM, 4.4 mm voxels) registers to
 # about 1.0 deg / 1.4 mm at the eyes (the landmarks farthest from the centre, where SPECT has no signal); its
 # offset at the head centre is still recovered to < 0.5 mm. CT and PET register to < 0.6 mm / 0.3 deg.
