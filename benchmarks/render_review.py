@@ -35,7 +35,7 @@ def render_review(scene_path: str | Path, size: int = 256) -> tuple[np.ndarray, 
         for col in range(3):
             tag = VIEW_TAGS[3 * row + col]
             canvas.paste(Image.fromarray(views[tag]), (col * size, row * (size + band) + band))
-            draw.text((col * size + size - 30, row * (size + band) + 3), tag, fill="yellow")
+            draw.text((col * size + size - 8 - int(draw.textlength(tag)), row * (size + band) + 3), tag, fill="yellow")
     return np.asarray(canvas), scene.messages
 
 
