@@ -147,9 +147,18 @@ def _slice_geometry(affine: np.ndarray, shape: Sequence[int], orientation: str) 
     return slice_to_ras, [side, side, float(spacing.min())]
 
 
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators, as Slicer writes them); absolute where no relative path
+    exists (another drive)."""
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
 def _volume_nodes(vol: SceneVolume, index: int, relative_to: Path) -> str:
     """The storage, display and volume nodes of one volume (files by path relative to the scene's folder)."""
-    files = [Path(os.path.relpath(Path(f).resolve(), relative_to.resolve())).as_posix() for f in vol.files]
+    files = [_relative(Path(f), relative_to) for f in vol.files]
     storage_id = f"vtkMRMLVolumeArchetypeStorageNode{index}"
     members = {f"fileListMember{i}": f for i, f in enumerate(files)} if len(files) > 1 else {}
     storage = (f' <VolumeArchetypeStorage\n  {_attrs(id=storage_id, name=f"{vol.name} storage", fileName=files[0], **members)}'
