@@ -18,6 +18,9 @@ class FusionInputError(Exception):
         self.path = None if path is None else str(path)
         super().__init__(self._format())
 
+    def __reduce__(self):  # pickles with its study and file (errors cross process boundaries, e.g. a loader worker)
+        return type(self), (self.message, self.study, self.path)
+
     def _format(self) -> str:
         where = []
         if self.study is not None:

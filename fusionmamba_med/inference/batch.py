@@ -14,7 +14,8 @@ anything failed.
 =======================  ==============================================================================
 
 Optional: ``group_key(item)`` (items are batched only within a group; read before loading, e.g. the image size
-from a header), ``batch_size`` (items fused in one forward pass), ``prepare()``, ``summary_fields()``,
+from a header), ``batch_size`` (items fused in one forward pass), ``prepare()``, ``plan(items)`` (the items about
+to be loaded, in order: e.g. to load the next while one is fused), ``finish()``, ``summary_fields()``,
 ``order_records(records)``.
 """
 
@@ -188,6 +189,12 @@ class BatchRunner:
     def prepare(self) -> None:
         """Called once before the first item (e.g. ``network.eval()``)."""
 
+    def plan(self, items: list) -> None:
+        """Called once with the items that will be loaded, in the order they will be (e.g. to prefetch)."""
+
+    def finish(self) -> None:
+        """Called once after the last item (also when the loop raised)."""
+
     def summary_fields(self) -> dict[str, Any]:
         """Extra summary entries, between the counts and the records."""
         return {}
@@ -252,9 +259,13 @@ class BatchRunner:
                     continue
                 groups.setdefault(key, []).append((i, item))
             size = max(1, int(self.batch_size))
-            for members in groups.values():
-                for start in range(0, len(members), size):
-                    outcomes.update(self._run_chunk(members[start:start + size], bar))
+            self.plan([item for members in groups.values() for _, item in members])
+            try:
+                for members in groups.values():
+                    for start in range(0, len(members), size):
+                        outcomes.update(self._run_chunk(members[start:start + size], bar))
+            finally:
+                self.finish()
         records += [outcomes[i] for i in sorted(outcomes)]
         records = self.order_records(self._gather(records))
         summary = {**count_outcomes(records), **self.summary_fields(), self.items_label: records}

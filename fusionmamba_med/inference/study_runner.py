@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, apply_transform
+from monai.transforms import apply_transform
 
 from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.inference.anatomy import fuse_within_anatomy
+from fusionmamba_med.inference.prefetch import Prefetcher, preprocess
 from fusionmamba_med.inference.batch import BatchRunner, stage
 from fusionmamba_med.inference.forward import run_network
 from fusionmamba_med.inference.qa import save_qa_montage
@@ -56,6 +58,13 @@ class StudyFusionRunner(BatchRunner):
             registered moving image written (``moving_writer``) and the MRI's own values (``mri_display_key``) for
             its window (see :mod:`fusionmamba_med.inference.review`).
         overlay_opacity: opacity of the registered moving image over the MRI in the review scene.
+        anatomy_crop: fuse only the box where either input has signal (plus ``anatomy_margin`` voxels in-plane and a
+            slice), the rest filled as the full-grid fusion fills background (:mod:`~.anatomy`); the output grid
+            is unchanged.
+        anatomy_threshold: signal level (normalised inputs, 4 x 4 block means) that counts as anatomy.
+        anatomy_margin: in-plane voxels of background kept around the anatomy.
+        prefetch: load and register the next study in a worker process while this one is fused and written
+            (:mod:`~.prefetch`), so that a batch runs at the pace of its slowest stage.
 
     A study is done when its fused output and, unless ``review_scene="none"``, its review scene exist (the scene is
     written last): a run stopped in between leaves a study that the next run with ``overwrite="skip"`` completes.
@@ -92,6 +101,10 @@ class StudyFusionRunner(BatchRunner):
         overlay_opacity: float = 0.6,
         moving_on_mri_key: str = "moving_on_mri",
         mri_display_key: str = "mri_display",
+        anatomy_crop: bool = True,
+        anatomy_threshold: float = 0.1,
+        anatomy_margin: int = 32,
+        prefetch: bool = True,
     ):
         super().__init__(studies, writer, errors=errors, summary_path=summary_path, fail_on_error=fail_on_error,
                          progress=progress, rank=rank, world_size=world_size)
@@ -110,6 +123,10 @@ class StudyFusionRunner(BatchRunner):
         self.review_scene = review_scene
         self.overlay_opacity = float(overlay_opacity)
         self.moving_on_mri_key, self.mri_display_key = moving_on_mri_key, mri_display_key
+        self.anatomy_crop = anatomy_crop
+        self.anatomy_threshold, self.anatomy_margin = float(anatomy_threshold), int(anatomy_margin)
+        self.prefetch = prefetch
+        self._prefetcher: Prefetcher | None = None
 
     @property
     def studies(self) -> list[dict]:
@@ -143,17 +160,37 @@ class StudyFusionRunner(BatchRunner):
         return {"world_size": self.world_size}
 
     def load(self, study: dict, timings: dict) -> tuple[dict, torch.Tensor]:
-        """Preprocessing, timed per transform; the network input is ``image_key`` (2, X, Y, Z)."""
-        data = dict(study)
-        transforms = self.preprocessing.transforms if isinstance(self.preprocessing, Compose) else [self.preprocessing]
-        for t in transforms:
-            with stage(timings, type(t).__name__):
-                data = apply_transform(t, data)
+        """Preprocessing, timed per transform (in the prefetch worker when it has this study already); the network
+        input is ``image_key`` (2, X, Y, Z)."""
+        if self._prefetcher is not None:
+            data, seconds = self._prefetcher.take(study)
+            timings.update(seconds)
+        else:
+            data = preprocess(self.preprocessing, study, timings)
         image = data[self.image_key]
         return data, image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
 
+    def plan(self, items: list) -> None:
+        """With ``prefetch`` and two or more studies, start the worker that loads the next study meanwhile."""
+        if self.prefetch and len(items) > 1:
+            self._prefetcher = Prefetcher(self.preprocessing, items)
+
+    def finish(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
     def fuse(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, 2, X, Y, Z) -> (N, 1, X, Y, Z) on CPU through the inferer (slice by slice along Z)."""
+        """(N, 2, X, Y, Z) -> (N, 1, X, Y, Z) on CPU through the inferer (slice by slice along Z); with
+        ``anatomy_crop``, each volume's anatomy box only."""
+        if not self.anatomy_crop:
+            return self._fuse_grid(batch)
+        stride = int(getattr(self.network, "stride", 1))
+        fused = [fuse_within_anatomy(image, lambda x: self._fuse_grid(x[None])[0], self.anatomy_threshold,
+                                     self.anatomy_margin, stride)[0] for image in batch]
+        return torch.stack(fused)
+
+    def _fuse_grid(self, batch: torch.Tensor) -> torch.Tensor:
         return run_network(self.network, batch, self.device, inferer=self.inferer, amp=self.amp, move_batch=False)
 
     def fuse_volume(self, image: torch.Tensor) -> torch.Tensor:
