@@ -107,6 +107,22 @@ def _transform_of(pmap, mode: str) -> sitk.Transform:
     return t
 
 
+_WARMED_UP = False
+
+
+def _warm_up() -> None:
+    """Run elastix once on a tiny image pair. The first elastix run of a process leaves state behind (in elastix /
+    ITK; seeding ITK's random generator and its thread count does not remove it) that makes the second run of the
+    same registration differ from the first, and every later run equal the second: after this, every real run is a
+    "later" one, so the same inputs give the same transform whatever ran before in the process."""
+    global _WARMED_UP
+    if _WARMED_UP:
+        return
+    _WARMED_UP = True
+    tiny = sitk.GetImageFromArray(np.random.default_rng(0).random((16, 16, 16), dtype=np.float32))
+    register_elastix(tiny, tiny, settings=ElastixSettings(resolutions=1, iterations=2, samples=256))
+
+
 def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
                      settings: ElastixSettings | None = None, initializer: str = "geometry"
                      ) -> tuple[sitk.Transform, dict]:
@@ -119,13 +135,24 @@ def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
     """
     import itk
 
+    _warm_up()
     s = settings or ElastixSettings()
-    method = itk.ElastixRegistrationMethod.New(_to_itk(fixed), _to_itk(moving))
-    method.SetParameterObject(_parameter_object(mode, s, initializer))
-    method.SetLogToConsole(False)
-    method.SetLogToFile(False)
-    method.SetNumberOfThreads(s.threads)
-    method.UpdateLargestPossibleRegion()
+    # elastix draws from ITK's process-wide Mersenne twister, whose state its RandomSeed does not fully reset: a
+    # second registration in one process would start elsewhere. Seed it here so that every call is the first.
+    itk.MersenneTwisterRandomVariateGenerator.GetInstance().SetSeed(s.seed)
+    # elastix sets ITK's global thread count from MaximumNumberOfThreads only once it runs: the filters it makes
+    # before (the first call's pyramids and samplers) would use every core and sum in another order. Set it first.
+    threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(s.threads)
+    try:
+        method = itk.ElastixRegistrationMethod.New(_to_itk(fixed), _to_itk(moving))
+        method.SetParameterObject(_parameter_object(mode, s, initializer))
+        method.SetLogToConsole(False)
+        method.SetLogToFile(False)
+        method.SetNumberOfThreads(s.threads)
+        method.UpdateLargestPossibleRegion()
+    finally:
+        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
     result = method.GetTransformParameterObject()
     transform = _transform_of(result.GetParameterMap(result.GetNumberOfParameterMaps() - 1), mode)
     info = {
