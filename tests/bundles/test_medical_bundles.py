@@ -31,11 +31,11 @@ pytestmark = pytest.mark.slow
 RUNS = [("ct_mri", "nifti", False), ("pet_mri", "nifti", False), ("pet_mri", "dicom", True), ("spect_mri", "nrrd", False)]
 
 
-def _run_bundle(bundle: str, out: Path, fmt: str, inside: bool) -> subprocess.CompletedProcess:
+def _run_bundle(bundle: str, out: Path, fmt: str, inside: bool, *extra: str) -> subprocess.CompletedProcess:
     config = "inference.json" if inside else f"bundles/{bundle}/inference.json"
     cwd = ROOT / "bundles" / bundle if inside else ROOT
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--output_dir", str(out),
-           "--output_format", fmt, "--progress", "False"]
+           "--output_format", fmt, "--progress", "False", *extra]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONWARNINGS": "ignore",  # this checkout's package, even inside
                                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
@@ -126,6 +126,25 @@ def test_review_scene_and_registered_moving_image_per_study(bundle_run):
         assert composite.GetForegroundVolumeID() == overlay.GetID() and composite.GetForegroundOpacity() > 0
         # the registered moving image holds the source's own values (not the network's [0, 1])
         assert load_volume(moving).max() > 1.5
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.rglob("*"))
+            if f.is_file() and not f.name.startswith("fusion_summary")}
+
+
+def test_two_runs_of_the_command_write_identical_files(bundle_run):
+    """The same command on the same inputs, run again: every output file byte for byte the same (registration
+    seeded and summed on one thread, fusion and writers deterministic)."""
+    if (bundle_run["bundle"], bundle_run["format"]) != ("pet_mri", "nifti"):
+        pytest.skip("one bundle and format is enough to compare two runs")
+    first = _digests(bundle_run["out"])
+    proc = _run_bundle("pet_mri", bundle_run["out"], "nifti", False, "--overwrite", "overwrite")  # same folder
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    second = _digests(bundle_run["out"])
+    assert len(first) == 8 and first == second  # 2 studies: fused, PET on MRI, QA picture, review scene
 
 
 # Landmark TRE (mm) and rotation error (deg) allowed per bundle. SPECT (12 mm FWHM, 4.4 mm voxels) registers to
