@@ -33,6 +33,11 @@ class FusionInputError(Exception):
         return self
 
 
+class OutputError(FusionInputError):
+    """An output that cannot be written: an output folder that is missing its permissions or is not a folder, a write
+    that failed (disk full, file size limit). Names the study (when there is one) and the file or folder."""
+
+
 class RegistrationError(FusionInputError):
     """Registration did not converge to a plausible alignment (e.g. no overlap, metric too poor)."""
 

@@ -15,10 +15,11 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, apply_transform
 
-from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.errors import FusionInputError, OutputError
 from fusionmamba_med.inference.batch import BatchRunner, stage
 from fusionmamba_med.inference.forward import run_network
 from fusionmamba_med.inference.qa import save_qa_montage
+from fusionmamba_med.io.naming import safe_name
 
 __all__ = ["StudyFusionRunner"]
 
@@ -103,6 +104,10 @@ class StudyFusionRunner(BatchRunner):
         sid = study["study_id"]
         return Path(self.writer.output_path(sid)) if self.writer.exists(sid) else None
 
+    def claim_path(self, study: dict) -> Path | None:
+        claim_path = getattr(self.writer, "claim_path", None)
+        return None if claim_path is None else Path(claim_path(study["study_id"]))
+
     def prepare(self) -> None:
         self.network.eval()
 
@@ -128,23 +133,33 @@ class StudyFusionRunner(BatchRunner):
         return self.fuse(image.unsqueeze(0))[0]
 
     def write(self, study: dict, data: dict, fused: torch.Tensor, timings: dict) -> dict:
-        """Postprocessing, the writer, and the QA montage; returns the record's fields."""
+        """Postprocessing, the QA montage, then the writer (last: a study whose output exists is complete); returns
+        the record's fields."""
         sid = study["study_id"]
         reference = data[self.reference_key]
         data["pred"] = MetaTensor(fused, affine=reference.affine, meta=dict(reference.meta))
         if self.postprocessing is not None:
             with stage(timings, "postprocessing"):
                 data = apply_transform(self.postprocessing, data)
+        fields: dict = {}
+        if self.qa:
+            with stage(timings, "qa"):
+                fields["qa"] = str(self._write_qa(sid, data))
         with stage(timings, "write"):
             inputs = [study[k] for k in (self.reference_key, self.moving_key) if isinstance(study.get(k), (str, Path))]
             out = self.writer(data["pred"], reference, sid, input_paths=inputs)
-        fields = {"output": str(out), "shape": list(reference.shape[1:])}
+        fields = {"output": str(out), "shape": list(reference.shape[1:]), **fields}
         if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
             fields["registration"] = data[self.moving_key].meta["registration"]
-        if self.qa:
-            with stage(timings, "qa"):
-                qa_path = Path(out).parent / f"{sid}_qa.png"
-                image = data[self.image_key]
-                save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
-            fields["qa"] = str(qa_path)
         return fields
+
+    def _write_qa(self, sid: str, data: dict) -> Path:
+        """The QA montage (MRI | moving | fused) beside the study's output; a failed write names the file."""
+        qa_path = Path(self.writer.output_path(sid)).parent / f"{safe_name(sid)}_qa.png"
+        image = data[self.image_key]
+        try:
+            save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
+        except OSError as err:
+            raise OutputError(f"writing the QA montage failed ({type(err).__name__}: {err})", study=sid,
+                              path=qa_path) from err
+        return qa_path
