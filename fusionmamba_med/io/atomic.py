@@ -117,20 +117,22 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
     path = Path(path)
     target = path if path.exists() else _nearest_existing(path.parent)
-    what = "output folder" if target == path else f"output folder's nearest existing parent (output folder: {path})"
+    where = "" if target == path else f" (it does not exist; its nearest existing parent, {target}, "
     if not target.is_dir():
-        raise OutputError(f"the {what} is not a folder", path=target)
+        raise OutputError(f"not a folder{where + 'is a file)' if where else ''}", path=path, folder=True)
     try:
         os.listdir(target)
     except OSError as err:
-        raise OutputError(f"the {what} cannot be read ({err.strerror or err})", path=target) from err
-    probe = temporary_path(target / ".write-probe", keep_extension=False)
+        raise OutputError(f"cannot be read{where + 'cannot be read)' if where else ''} ({err.strerror or err})",
+                          path=path, folder=True) from err
+    probe = temporary_path(target / "write-probe", keep_extension=False)
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as err:
-        reason = "read-only" if err.errno == errno.EROFS else (err.strerror or str(err))
-        raise OutputError(f"cannot write in the {what} ({reason})", path=target) from err
+        reason = "read-only file system" if err.errno == errno.EROFS else (err.strerror or str(err))
+        raise OutputError(f"cannot be written{where + 'cannot be written)' if where else ''} ({reason})", path=path,
+                          folder=True) from err
     return path
 
 
