@@ -147,7 +147,12 @@ class StudyFusionRunner(BatchRunner):
                 fields["qa"] = str(self._write_qa(sid, data))
         with stage(timings, "write"):
             inputs = [study[k] for k in (self.reference_key, self.moving_key) if isinstance(study.get(k), (str, Path))]
-            out = self.writer(data["pred"], reference, sid, input_paths=inputs)
+            try:
+                out = self.writer(data["pred"], reference, sid, input_paths=inputs)
+            except BaseException:  # no QA montage of a study without an output
+                if "qa" in fields:
+                    Path(fields["qa"]).unlink(missing_ok=True)
+                raise
         fields = {"output": str(out), "shape": list(reference.shape[1:]), **fields}
         if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
             fields["registration"] = data[self.moving_key].meta["registration"]
