@@ -279,10 +279,15 @@ class BatchRunner:
         return claim
 
     def _tidy(self, item) -> None:
-        """Clear what a killed run left beside an existing output (unless another run works on it now)."""
-        claim = self._claim(item)
-        if claim is not None:
-            claim.release()
+        """Clear what a killed run left beside an existing output (unless another run works on it now); a folder
+        that cannot be tidied is only logged (the output is there)."""
+        try:
+            claim = self._claim(item)
+            if claim is not None:
+                claim.release()
+        except OSError as err:
+            logger.warning("%s %s: could not check for leftovers of an interrupted run (%s)", self.item_label,
+                           self.item_name(item), err)
 
     def _check_existing(self, item) -> dict | None:
         """The record of an item whose output exists and must not be written (policy "skip" or "error"), else None."""
