@@ -337,7 +337,8 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(dataset, tmp
     target = tmp_path / "taken"
     target.write_text("not a folder")
     _refused(run(dataset, target), target, "not a folder")
-    _refused(run(dataset, target / "sub"), target / "sub", "not a folder")
+    # a missing dataset folder too: the output folder is checked before the studies are looked for
+    _refused(run(tmp_path / "no_such_dataset", target / "sub"), target / "sub", "not a folder")
     assert target.read_text() == "not a folder"
 
 
