@@ -36,6 +36,25 @@ class FusionInputError(Exception):
         return self
 
 
+class OutputError(FusionInputError):
+    """An output that cannot be written: an output folder that is missing its permissions or is not a folder, a write
+    that failed (disk full, file size limit). Names the study (when there is one) and the file or, with
+    ``folder=True``, the folder."""
+
+    def __init__(self, message: str, study: str | None = None, path: str | Path | None = None, folder: bool = False):
+        self.folder = folder
+        super().__init__(message, study=study, path=path)
+
+    def _format(self) -> str:
+        text = super()._format()
+        return text.replace(f"file '{self.path}'", f"output folder '{self.path}'", 1) if self.folder else text
+
+    def with_study(self, study: str) -> "OutputError":
+        if self.study is None:
+            return OutputError(self.message, study=study, path=self.path, folder=self.folder)
+        return self
+
+
 class RegistrationError(FusionInputError):
     """Registration did not converge to a plausible alignment (e.g. no overlap, metric too poor)."""
 

@@ -16,11 +16,24 @@ anything failed.
 Optional: ``group_key(item)`` (items are batched only within a group; read before loading, e.g. the image size
 from a header), ``batch_size`` (items fused in one forward pass), ``prepare()``, ``plan(items)`` (the items about
 to be loaded, in order: e.g. to load the next while one is fused), ``finish()``, ``summary_fields()``,
-``order_records(records)``.
+``order_records(records)``, ``claim_path(item)`` (see below).
+
+Faults (docs/reliability/faults.md):
+
+- **Several runs on one output folder.** When ``claim_path(item)`` gives a path, an item is worked on only under an
+  :class:`~fusionmamba_med.io.claims.OutputClaim` on it: a run that finds an item claimed by another live run
+  records it as skipped, naming that run; once it holds the claim it checks the output again (another run may have
+  just written it). Every summary carries ``run`` (``run_id``: host, pid, start time).
+- **A killed run.** Writes are atomic (``io.atomic``); what a killed run left in an item's folder (temporaries, its
+  claim file) is removed by the next run that takes the item's claim, before it works on the item or skips it.
+- **The summary.** ``fusion_summary.json`` is the summary of the run that finished last, replaced whole; every run
+  also appends its summary as one line to ``fusion_summary.runs.jsonl`` beside it, so concurrent runs lose nothing.
+  Both happen under a lock on the folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,10 +45,12 @@ from typing import Any
 import torch
 
 from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.io.atomic import jsonable, remove_stale_temporaries
+from fusionmamba_med.io.claims import OutputClaim, RunInfo, locked_dir
 from fusionmamba_med.io.writers import write_summary
 
 __all__ = ["BatchRunner", "ProgressBar", "count_outcomes", "end_batch", "failure_reason", "partition", "root_cause",
-           "stage"]
+           "run_log_path", "stage", "write_run_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +109,26 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def run_log_path(summary_path: str | os.PathLike) -> Path:
+    """The append-only log of every run's summary beside ``summary_path``: ``<stem>.runs.jsonl``."""
+    path = Path(summary_path)
+    return path.with_name(f"{path.stem}.runs.jsonl")
+
+
+def write_run_summary(path: str | os.PathLike, summary: dict) -> None:
+    """Under a lock on its folder: remove temporaries a killed run left of this summary, append ``summary`` as one
+    line to :func:`run_log_path`, and replace ``path`` with it atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked_dir(path.parent):
+        remove_stale_temporaries(path.parent, [path.name])
+        with open(run_log_path(path), "a", encoding="utf-8") as log:
+            log.write(json.dumps(jsonable(summary), allow_nan=False) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        write_summary(path, summary)
 
 
 class ProgressBar:
@@ -163,6 +198,7 @@ class BatchRunner:
         self.rank, self.world_size = rank, world_size
         out_dir = Path(getattr(writer, "output_dir", "."))
         self.summary_path = Path(summary_path) if summary_path else out_dir / "fusion_summary.json"
+        self.run_info = RunInfo()
 
     # -- what an item type supplies ----------------------------------------------------------------------------------
     def identity(self, item) -> dict[str, Any]:
@@ -175,6 +211,10 @@ class BatchRunner:
         return None
 
     def group_key(self, item):
+        return None
+
+    def claim_path(self, item) -> Path | None:
+        """Where the item's claim lives (beside its output, in a folder of the item's own); ``None``: no claims."""
         return None
 
     def load(self, item, timings: dict[str, float]) -> tuple[Any, torch.Tensor]:
@@ -227,6 +267,45 @@ class BatchRunner:
             record["rank"] = self.rank
         return record
 
+    def _skipped(self, item, reason: str, **fields) -> dict:
+        logger.info("%s %s: skipped (%s)", self.item_label, self.item_name(item), reason)
+        return {**self.identity(item), "status": "skipped", "reason": reason, **fields}
+
+    # -- claims ------------------------------------------------------------------------------------------------------
+    def _claim(self, item) -> OutputClaim | None:
+        """Take ``item``'s claim and clear what a killed run left beside its output; ``None`` when the item has no
+        claim. ``claim.held`` is false when another live run holds it."""
+        path = self.claim_path(item)
+        if path is None:
+            return None
+        claim = OutputClaim(path, self.run_info)
+        if claim.acquire():
+            for stale in remove_stale_temporaries(Path(path).parent):
+                logger.warning("%s %s: removed %s, left by an interrupted run", self.item_label,
+                               self.item_name(item), stale)
+        return claim
+
+    def _tidy(self, item) -> None:
+        """Clear what a killed run left beside an existing output (unless another run works on it now); a folder
+        that cannot be tidied is only logged (the output is there)."""
+        try:
+            claim = self._claim(item)
+            if claim is not None:
+                claim.release()
+        except OSError as err:
+            logger.warning("%s %s: could not check for leftovers of an interrupted run (%s)", self.item_label,
+                           self.item_name(item), err)
+
+    def _check_existing(self, item) -> dict | None:
+        """The record of an item whose output exists and must not be written (policy "skip" or "error"), else None."""
+        existing = self.existing_output(item) if self.overwrite in ("skip", "error") else None
+        if existing is None:
+            return None
+        if self.overwrite == "skip":
+            return self._skipped(item, "output exists", output=str(existing))
+        return self._failed(item, FusionInputError("output exists (overwrite='error')", study=self.item_name(item),
+                                                   path=existing))
+
     # -- the loop ----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
         """Fuse all items, write the summary and return it; ``SystemExit`` if any failed (``fail_on_error``)."""
@@ -237,17 +316,13 @@ class BatchRunner:
             records.append({self.identity_key: e.study, "status": "failed", "reason": str(e), "path": e.path})
         outcomes: dict[int, dict] = {}  # item index -> record: the summary lists items in their given order
         pending = []
-        for i, item in enumerate(self.items):
-            existing = self.existing_output(item) if self.overwrite in ("skip", "error") else None
-            if existing is None:
+        for i, item in enumerate(self.items):  # a first look, before any header is read; checked again when claimed
+            record = self._check_existing(item)
+            if record is None:
                 pending.append((i, item))
-            elif self.overwrite == "skip":
-                logger.info("%s %s: output exists, skipped (overwrite='skip')", self.item_label, self.item_name(item))
-                outcomes[i] = {**self.identity(item), "status": "skipped", "reason": "output exists",
-                               "output": str(existing)}
             else:
-                outcomes[i] = self._failed(item, FusionInputError("output exists (overwrite='error')",
-                                                                  study=self.item_name(item), path=existing))
+                self._tidy(item)
+                outcomes[i] = record
         with ProgressBar(len(pending), self.items_label, self.item_label, self.progress) as bar:
             groups: dict[Any, list] = {}
             for i, item in pending:
@@ -268,20 +343,45 @@ class BatchRunner:
                 self.finish()
         records += [outcomes[i] for i in sorted(outcomes)]
         records = self.order_records(self._gather(records))
-        summary = {**count_outcomes(records), **self.summary_fields(), self.items_label: records}
+        summary = {**count_outcomes(records), "run": self.run_info.as_dict(), **self.summary_fields(),
+                   self.items_label: records}
         self._write_summary(summary)
         return end_batch(summary, self.summary_path, self.fail_on_error, self.item_label, self.items_label)
 
     def _run_chunk(self, chunk: list[tuple[int, Any]], bar: ProgressBar) -> dict[int, dict]:
         """Load each ``(index, item)`` of ``chunk``, fuse those of one input shape together, write each."""
+        claims: list[OutputClaim] = []
+        try:
+            return self._run_claimed_chunk(chunk, bar, claims)
+        finally:
+            for claim in claims:
+                claim.release()
+
+    def _start(self, item, claims: list[OutputClaim]) -> dict | None:
+        """Claim an item about to be loaded: ``None`` when this run goes on with it, else its record (another run
+        holds it, or its output appeared meanwhile)."""
+        claim = self._claim(item)
+        if claim is None:
+            return None
+        if not claim.held:
+            return self._skipped(item, f"claimed by another run: {claim.holder}", claimed_by=claim.holder)
+        claims.append(claim)
+        return self._check_existing(item)
+
+    def _run_claimed_chunk(self, chunk: list[tuple[int, Any]], bar: ProgressBar,
+                           claims: list[OutputClaim]) -> dict[int, dict]:
         outcomes: dict[int, dict] = {}
         loaded: dict[tuple, list] = {}
         for i, item in chunk:
             timings: dict[str, float] = {}
             try:
-                data, image = self.load(item, timings)
+                record = self._start(item, claims)
+                if record is None:
+                    data, image = self.load(item, timings)
             except Exception as err:  # one bad item must not stop the batch
-                outcomes[i] = self._failed(item, err, timings)
+                record = self._failed(item, err, timings)
+            if record is not None:
+                outcomes[i] = record
                 bar.update()
                 continue
             loaded.setdefault(tuple(image.shape), []).append((i, item, data, image, timings))
@@ -336,6 +436,6 @@ class BatchRunner:
             path = self.summary_path
             if self.world_size > 1:  # independent processes (no process group): one summary per rank
                 path = path.with_name(f"{path.stem}_rank{self.rank}{path.suffix}")
-            write_summary(path, summary)
+            write_run_summary(path, summary)
         elif self.rank == 0:
-            write_summary(self.summary_path, summary)
+            write_run_summary(self.summary_path, summary)

@@ -8,6 +8,7 @@ ends with a non-zero exit status when any study failed.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,14 +16,15 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import apply_transform
 
-from fusionmamba_med.errors import FusionInputError
+from fusionmamba_med.errors import FusionInputError, OutputError
 from fusionmamba_med.inference.anatomy import fuse_within_anatomy
-from fusionmamba_med.inference.prefetch import Prefetcher, preprocess
 from fusionmamba_med.inference.batch import BatchRunner, stage
 from fusionmamba_med.inference.forward import run_network
+from fusionmamba_med.inference.prefetch import Prefetcher, preprocess
 from fusionmamba_med.inference.qa import save_qa_montage
 from fusionmamba_med.inference.review import source_files, write_study_review
 from fusionmamba_med.io.dicom_write import FUSED_DICOM_MAX
+from fusionmamba_med.io.naming import safe_name
 from fusionmamba_med.io.review_scene import REVIEW_SCENE_FORMATS
 
 __all__ = ["StudyFusionRunner"]
@@ -151,7 +153,11 @@ class StudyFusionRunner(BatchRunner):
 
     def review_path(self, sid: str) -> Path:
         """``<output_dir>/<study>/<study>_review.<mrml|mrb>``."""
-        return self.writer.output_path(sid).parent / f"{sid}_review.{self.review_scene}"
+        return self.writer.output_path(sid).parent / f"{safe_name(sid)}_review.{self.review_scene}"
+
+    def claim_path(self, study: dict) -> Path | None:
+        claim_path = getattr(self.writer, "claim_path", None)
+        return None if claim_path is None else Path(claim_path(study["study_id"]))
 
     def prepare(self) -> None:
         self.network.eval()
@@ -199,7 +205,8 @@ class StudyFusionRunner(BatchRunner):
 
     def write(self, study: dict, data: dict, fused: torch.Tensor, timings: dict) -> dict:
         """Postprocessing, the registered moving image, the QA montage, the fused output and, last, the review
-        scene; returns the record's fields."""
+        scene (a study is complete when both exist: :meth:`existing_output`); returns the record's fields. When the
+        fused output cannot be written, the study's other files are removed again."""
         sid = study["study_id"]
         reference = data[self.reference_key]
         data["pred"] = MetaTensor(fused, affine=reference.affine, meta=dict(reference.meta))
@@ -210,34 +217,57 @@ class StudyFusionRunner(BatchRunner):
         fields: dict = {"shape": list(reference.shape[1:])}
         if isinstance(reference, MetaTensor) and "registration" in data[self.moving_key].meta:
             fields["registration"] = data[self.moving_key].meta["registration"]
-        moving_out = None
-        if self.moving_writer is not None and self.moving_on_mri_key in data:
-            with stage(timings, "write_moving"):
-                moving_out = self.moving_writer(data[self.moving_on_mri_key], reference, sid, input_paths=inputs)
-            fields["moving_on_mri"] = str(moving_out)
-        if self.qa:
-            with stage(timings, "qa"):
-                qa_path = self.writer.output_path(sid).parent / f"{sid}_qa.png"
-                image = data[self.image_key]
-                save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
-            fields["qa"] = str(qa_path)
-        with stage(timings, "write"):
-            out = self.writer(data["pred"], reference, sid, input_paths=inputs)
+        written: list[Path] = []
+        try:
+            moving_out = None
+            if self.moving_writer is not None and self.moving_on_mri_key in data:
+                with stage(timings, "write_moving"):
+                    moving_out = self.moving_writer(data[self.moving_on_mri_key], reference, sid, input_paths=inputs)
+                written.append(Path(moving_out))
+                fields["moving_on_mri"] = str(moving_out)
+            if self.qa:
+                with stage(timings, "qa"):
+                    fields["qa"] = str(self._write_qa(sid, data))
+                written.append(Path(fields["qa"]))
+            with stage(timings, "write"):
+                out = self.writer(data["pred"], reference, sid, input_paths=inputs)
+        except BaseException:  # no moving image or QA montage of a study without an output
+            for path in written:
+                if path.is_file():
+                    path.unlink()
+                elif path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+            raise
         if self.review_scene != "none" and moving_out is not None:
             with stage(timings, "review_scene"):
                 scene = self._write_review(sid, data, reference)
             fields["review_scene"] = str(scene)
         return {"output": str(out), **fields}
 
+    def _write_qa(self, sid: str, data: dict) -> Path:
+        """The QA montage (MRI | moving | fused) beside the study's output; a failed write names the file."""
+        qa_path = Path(self.writer.output_path(sid)).parent / f"{safe_name(sid)}_qa.png"
+        image = data[self.image_key]
+        try:
+            save_qa_montage(qa_path, [image[0:1], image[1:2], data["pred"]], ["MRI", self.moving_name, "fused"])
+        except OSError as err:
+            raise OutputError(f"writing the QA montage failed ({type(err).__name__}: {err})", study=sid,
+                              path=qa_path) from err
+        return qa_path
+
     def _write_review(self, sid: str, data: dict, reference) -> Path:
         """``<study>_review.<mrml|mrb>`` beside the outputs: MRI, registered moving image and fused volume."""
         n_slices = int(reference.shape[-1])
         pred = data["pred"]
         grey_dicom = self.writer.output_format == "dicom" and int(pred.shape[0]) == 1
-        return write_study_review(
-            self.review_path(sid), study=sid,
-            mri=data.get(self.mri_display_key, reference), fused=pred,
-            fused_files=self.writer.output_files(sid, n_slices), moving=data[self.moving_on_mri_key],
-            moving_files=self.moving_writer.output_files(sid, n_slices), moving_name=self.moving_name,
-            overlay_opacity=self.overlay_opacity, mri_files=source_files(reference),
-            fused_scale=FUSED_DICOM_MAX if grey_dicom else 1.0)
+        path = self.review_path(sid)
+        try:
+            return write_study_review(
+                path, study=sid, mri=data.get(self.mri_display_key, reference), fused=pred,
+                fused_files=self.writer.output_files(sid, n_slices), moving=data[self.moving_on_mri_key],
+                moving_files=self.moving_writer.output_files(sid, n_slices), moving_name=self.moving_name,
+                overlay_opacity=self.overlay_opacity, mri_files=source_files(reference),
+                fused_scale=FUSED_DICOM_MAX if grey_dicom else 1.0)
+        except OSError as err:
+            raise OutputError(f"writing the review scene failed ({type(err).__name__}: {err})", study=sid,
+                              path=path) from err

@@ -3,26 +3,35 @@ into place when complete, so a crash never leaves a final-named, half-written ou
 
 ``atomic_path`` is the one implementation used by every writer of the package (volumes, DICOM series folders, 2D
 images, QA montages, summaries, CSV logs, exported weights, sample data); ``write_json`` is the JSON writer on top.
+Temporary names match :data:`TEMPORARY_NAME` (``.<name>.partial-<8 hex>[.ext]``, and ``.<name>.old-<8 hex>`` for a
+folder being swapped out); :func:`remove_stale_temporaries` removes those a killed process left behind (only names of
+that form, only in the folder it is given). :func:`check_output_dir` refuses a folder that cannot be written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "fsync_dir", "jsonable", "write_json", "write_summary"]
+__all__ = ["TEMPORARY_NAME", "atomic_path", "check_output_dir", "fsync_dir", "jsonable", "remove_stale_temporaries",
+           "temporary_path", "write_json", "write_summary"]
 
 #: multi-part extensions kept at the end of temporary names (writers choose the format from the extension).
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+#: the names :func:`temporary_path` makes: group "name" is the final name without its extension.
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-[0-9a-f]{8}(?P<ext>(?:\.[^.]+){0,2})$")
 
 
 def _extension(name: str) -> str:
@@ -66,6 +75,67 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def temporary_path(path: str | os.PathLike, kind: str = "partial", keep_extension: bool = True) -> Path:
+    """A fresh hidden name beside ``path``: ``.<stem>.<kind>-<8 hex><ext>`` (``kind``: "partial" or "old")."""
+    path = Path(path)
+    ext = _extension(path.name) if keep_extension else ""
+    stem = path.name[: len(path.name) - len(ext)] if ext else path.name
+    return path.parent / f".{stem}.{kind}-{uuid.uuid4().hex[:8]}{ext}"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, final_names: Iterable[str] | None = None) -> list[Path]:
+    """Remove what an interrupted :func:`atomic_path` left in ``folder`` (not below it): entries named like its
+    temporaries, only those of ``final_names`` when given. The caller makes sure no live writer uses the folder
+    (a claim on the study, a lock on the summary). Returns the removed paths."""
+    folder = Path(folder)
+    stems = None if final_names is None else {n[: len(n) - len(_extension(n))] if _extension(n) else n
+                                              for n in final_names}
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        m = TEMPORARY_NAME.match(entry.name)
+        if m and (stems is None or m.group("name") in stems):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Make sure outputs can be written in ``path`` before any work starts: it is a folder (or can be created under
+    its nearest existing parent) whose entries can be listed and in which a file can be created and removed (a real
+    probe, so a read-only file system fails too, whoever the user). Raises :class:`OutputError` naming the folder."""
+    from fusionmamba_med.errors import OutputError
+
+    path = Path(path)
+    target = path if path.exists() else _nearest_existing(path.parent)
+    where = "" if target == path else f" (it does not exist; its nearest existing parent, {target}, "
+    if not target.is_dir():
+        raise OutputError(f"not a folder{where + 'is a file)' if where else ''}", path=path, folder=True)
+    try:
+        os.listdir(target)
+    except OSError as err:
+        raise OutputError(f"cannot be read{where + 'cannot be read)' if where else ''} ({err.strerror or err})",
+                          path=path, folder=True) from err
+    probe = temporary_path(target / "write-probe", keep_extension=False)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        reason = "read-only file system" if err.errno == errno.EROFS else (err.strerror or str(err))
+        raise OutputError(f"cannot be written{where + 'cannot be written)' if where else ''} ({reason})", path=path,
+                          folder=True) from err
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it replaces ``path``, on error it is removed.
@@ -77,9 +147,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ext = "" if directory else _extension(path.name)
-    stem = path.name[: len(path.name) - len(ext)] if ext else path.name
-    tmp = path.parent / f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}"
+    tmp = temporary_path(path, keep_extension=not directory)
     if directory:
         tmp.mkdir()
     old: Path | None = None
@@ -87,7 +155,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         yield tmp
         _fsync_tree(tmp)
         if directory and path.exists():  # a folder cannot be replaced by rename: move the old one aside first
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            old = temporary_path(path, "old", keep_extension=False)
             os.replace(path, old)
         os.replace(tmp, path)
         fsync_dir(path.parent)

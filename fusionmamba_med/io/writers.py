@@ -8,7 +8,10 @@ Output layout (``study_id`` and ``postfix`` pass through :func:`safe_name`)::
 
 Every output is written under a hidden temporary name in the same folder (``.<name>.partial-<random>``) and renamed
 into place when complete, so a crash never leaves a final-named, half-written output. An output path that is (or
-contains) an input file is refused.
+contains) an input file is refused. The output folder is checked when the writer is made (it must be, or be
+creatable as, a folder this process can list and write in), so a bad ``output_dir`` fails before any work starts;
+a run working on a study holds a claim on it, ``<output_dir>/<study_id>/.<output name>.claim`` (see
+:mod:`fusionmamba_med.io.claims`).
 
 Formats:
 
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 from fusionmamba_med.errors import FusionInputError
-from fusionmamba_med.io.atomic import atomic_path, write_summary
+from fusionmamba_med.io.atomic import atomic_path, check_output_dir, write_summary
 from fusionmamba_med.io.dicom_write import DicomSeriesWriter, series_file_names, to_rgb_uint8
 from fusionmamba_med.io.geometry import ras_affine_to_lps_geometry
 from fusionmamba_med.io.naming import safe_name
@@ -170,6 +173,8 @@ class FusedVolumeWriter:
             clipped). DICOM ignores it: a fused greyscale image in [0, 1] is stored 0..4095 (fused = stored /
             4095), other greyscale values as int16 + rescale, colour as uint8 RGB (see the module docstring).
         series_number: DICOM SeriesNumber; default: the source's SeriesNumber + 1000 (1001 without a source).
+
+    Raises :class:`~fusionmamba_med.errors.OutputError` (naming the folder) when ``output_dir`` cannot be written.
     """
 
     def __init__(
@@ -188,7 +193,7 @@ class FusedVolumeWriter:
             raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
         if overwrite not in OVERWRITE_POLICIES:
             raise ValueError(f"overwrite must be one of {OVERWRITE_POLICIES}, got {overwrite!r}")
-        self.output_dir = Path(output_dir)
+        self.output_dir = check_output_dir(output_dir)
         self.output_format = fmt
         self.overwrite = overwrite
         self.output_postfix = safe_name(output_postfix, fallback="fused")
@@ -209,6 +214,11 @@ class FusedVolumeWriter:
         files in slice order."""
         p = self.output_path(study_id)
         return [p / name for name in series_file_names(n_slices)] if self.output_format == "dicom" else [p]
+
+    def claim_path(self, study_id: str) -> Path:
+        """The claim a run holds while it works on the study (beside the output, in the study's own folder)."""
+        final = self.output_path(study_id)
+        return final.parent / f".{final.name}.claim"
 
     def exists(self, study_id: str) -> bool:
         """Whether the study's final output exists (a DICOM folder counts when it holds at least one file)."""

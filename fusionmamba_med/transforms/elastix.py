@@ -38,7 +38,7 @@ class ElastixSettings:
     Args:
         resolutions: levels of the smoothing pyramid (the coarsest smooths with sigma 2^(resolutions-1) voxels).
         iterations: optimiser iterations per level (ASGD runs them all).
-        samples: random points per iteration (``RandomCoordinate`` sampler, new points every iteration).
+        samples: random voxels per iteration (``Random`` sampler, new voxels every iteration).
         bins: histogram bins of Mattes mutual information.
         seed: seed of the random points.
         threads: threads elastix uses; 1 makes the metric's sums in one order, i.e. the same transform every run.
@@ -76,7 +76,9 @@ def _parameter_object(mode: str, s: ElastixSettings, initializer: str = "geometr
     pmap["NumberOfHistogramBins"] = [str(s.bins)]
     pmap["MaximumNumberOfIterations"] = [str(s.iterations)]
     pmap["NumberOfSpatialSamples"] = [str(s.samples)]
-    pmap["ImageSampler"] = ["RandomCoordinate"]
+    # "Random" (voxel centres), not "RandomCoordinate" (off-grid points): with the latter, a registration repeated in
+    # one process gave another transform depending on what ran before it (measured: tests run in another order)
+    pmap["ImageSampler"] = ["Random"]
     pmap["NewSamplesEveryIteration"] = ["true"]
     pmap["RandomSeed"] = [str(s.seed)]
     method = INITIALIZERS[initializer]
@@ -107,22 +109,6 @@ def _transform_of(pmap, mode: str) -> sitk.Transform:
     return t
 
 
-_WARMED_UP = False
-
-
-def _warm_up() -> None:
-    """Run elastix once on a tiny image pair. The first elastix run of a process leaves state behind (in elastix /
-    ITK; seeding ITK's random generator and its thread count does not remove it) that makes the second run of the
-    same registration differ from the first, and every later run equal the second: after this, every real run is a
-    "later" one, so the same inputs give the same transform whatever ran before in the process."""
-    global _WARMED_UP
-    if _WARMED_UP:
-        return
-    _WARMED_UP = True
-    tiny = sitk.GetImageFromArray(np.random.default_rng(0).random((16, 16, 16), dtype=np.float32))
-    register_elastix(tiny, tiny, settings=ElastixSettings(resolutions=1, iterations=2, samples=256))
-
-
 def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
                      settings: ElastixSettings | None = None, initializer: str = "geometry"
                      ) -> tuple[sitk.Transform, dict]:
@@ -135,7 +121,6 @@ def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
     """
     import itk
 
-    _warm_up()
     s = settings or ElastixSettings()
     # elastix draws from ITK's process-wide Mersenne twister, whose state its RandomSeed does not fully reset: a
     # second registration in one process would start elsewhere. Seed it here so that every call is the first.

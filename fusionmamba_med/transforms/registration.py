@@ -7,8 +7,10 @@ Modes:
 - ``"resample"``: resampled onto the fixed grid by physical (scanner) coordinates, identity transform. Right when both
   images come from one session / one frame of reference (hybrid PET/MR, PET/CT + MR registered upstream).
 - ``"rigid"`` (``Euler3DTransform``) / ``"affine"`` (``AffineTransform``): SimpleITK registration with Mattes mutual
-  information on a fixed random sample (seeded: repeated runs agree to ~1e-9, the order in which SimpleITK's threads
-  add up the metric being the only difference), multi-resolution (smoothing sigmas in voxels; the shrunk levels get
+  information on a fixed random sample (seeded) computed by ``threads`` SimpleITK threads (1 by default: the sum of the
+  metric over the samples is then always added up in one order, and repeated runs give bit-identical transforms and
+  outputs; with more threads the order, hence the last bits, the iteration count and up to a few tenths of an
+  intensity unit in some voxels vary from run to run), multi-resolution (smoothing sigmas in voxels; the shrunk levels get
   about as many samples as the full one), a centred initial transform (``CenteredTransformInitializer`` GEOMETRY,
   retried with MOMENTS when the first attempt fails), RegularStepGradientDescent with scales from physical shifts.
   The metric uses ``sampling_fraction`` of the fixed voxels at every level, at most ``max_samples`` (200,000 by
@@ -39,6 +41,8 @@ translation exceeds ``max_translation_mm``, or SimpleITK raised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -61,6 +65,7 @@ __all__ = [
     "RegistrationResult",
     "RegisterToFixed",
     "RegisterToFixedd",
+    "sitk_threads",
     "target_registration_error",
     "rotation_angle_deg",
     "transform_from_info",
@@ -197,6 +202,22 @@ def target_registration_error(transform_a: sitk.Transform, transform_b: sitk.Tra
     return np.linalg.norm(a - b, axis=1)
 
 
+@contextmanager
+def sitk_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with SimpleITK's global default number of threads set to ``threads`` (``None``: unchanged),
+    restored afterwards. ``ImageRegistrationMethod.SetNumberOfThreads`` does not reach the metric's own threader;
+    the global default does (it is read when ``Execute`` builds the pipeline)."""
+    if threads is None:
+        yield
+        return
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 def transform_from_info(info: Mapping[str, Any]) -> sitk.Transform:
     """Rebuild the transform (fixed -> moving physical LPS points) from a ``meta["registration"]`` summary."""
     kind = info["transform_type"]
@@ -231,6 +252,8 @@ class RegisterToFixed(Transform):
         max_samples: at most this many samples per level (``None``: no cap). Keeps a 256 x 256 x 200 MRI about as
             fast to register as a small one; the default is above what the 128 x 128 x 32 sample studies use.
         seed: seed of the metric sampling; the same seed gives the same result.
+        threads: SimpleITK threads of the optimisation (1: bit-identical results from run to run with one SimpleITK
+            build; ``None``: SimpleITK's default, faster on many cores but not reproducible to the last bit).
         shrink_factors, smoothing_sigmas: the multi-resolution pyramid; sigmas in voxels.
         max_iterations: optimizer iterations per level.
         min_overlap: smallest accepted fraction of fixed voxels covered by the moved image.
@@ -265,6 +288,7 @@ class RegisterToFixed(Transform):
         backend: str = "elastix",
         elastix: ElastixSettings | Mapping | None = None,
         swap_below: float = 0.5,
+        threads: int | None = 1,
     ):
         if mode not in REGISTRATION_MODES:
             raise ValueError(f"mode must be one of {REGISTRATION_MODES}, got '{mode}'")
@@ -280,6 +304,8 @@ class RegisterToFixed(Transform):
             raise ValueError("sampling_fraction must be in (0, 1]")
         if max_samples is not None and max_samples < 1000:
             raise ValueError("max_samples must be None or at least 1000")
+        if threads is not None and int(threads) < 1:
+            raise ValueError("threads must be None or at least 1")
         self.mode = mode
         self.fill_value = float(fill_value)
         self.interpolation = interpolation
@@ -300,6 +326,7 @@ class RegisterToFixed(Transform):
         self.backend = backend
         self.elastix = elastix if isinstance(elastix, ElastixSettings) else ElastixSettings(**dict(elastix or {}))
         self.swap_below = float(swap_below)
+        self.threads = None if threads is None else int(threads)
 
     # -- the pieces ---------------------------------------------------------------------------------------------
     def _resample(self, moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform) -> tuple[sitk.Image, float]:
@@ -352,8 +379,8 @@ class RegisterToFixed(Transform):
         reg.SetMetricSamplingPercentage(self._sampling_per_level(fixed)[-1], self.seed + 1)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetInitialTransform(transform)
-        reg.SetNumberOfThreads(1)
-        return float(reg.MetricEvaluate(fixed, moving))
+        with sitk_threads(1):  # the metric's threads follow the global default, not the method's own setting
+            return float(reg.MetricEvaluate(fixed, moving))
 
     def _optimise_simpleitk(self, fixed: sitk.Image, moving: sitk.Image, initializer: str
                             ) -> tuple[sitk.Transform, dict]:
@@ -393,7 +420,8 @@ class RegisterToFixed(Transform):
         reg.SetInitialTransform(initial, inPlace=False)
         iterations = [0]
         reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(0, iterations[0] + 1))
-        result = reg.Execute(fixed, moving)
+        with sitk_threads(self.threads):
+            result = reg.Execute(fixed, moving)
         transform = sitk.CompositeTransform(result).GetNthTransform(0).Downcast() \
             if result.GetName() == "CompositeTransform" else result.Downcast()
         info = {
@@ -570,6 +598,7 @@ class RegisterToFixedd(MapTransform):
         backend: str = "elastix",
         elastix: ElastixSettings | Mapping | None = None,
         swap_below: float = 0.5,
+        threads: int | None = 1,
         study_key: str = "study",
         allow_missing_keys: bool = False,
     ):
@@ -582,7 +611,7 @@ class RegisterToFixedd(MapTransform):
                       shrink_factors=shrink_factors, smoothing_sigmas=smoothing_sigmas, max_iterations=max_iterations,
                       min_overlap=min_overlap, max_final_metric=max_final_metric,
                       max_translation_mm=max_translation_mm, initializer=initializer, backend=backend,
-                      elastix=elastix, swap_below=swap_below)
+                      elastix=elastix, swap_below=swap_below, threads=threads)
         self.registrators = {k: RegisterToFixed(fill_value=f, **common) for k, f in zip(self.keys, fills)}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

@@ -3,6 +3,7 @@ never stops the others (whatever the stage), batching with a one-by-one retry, s
 status, ranks."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -196,3 +197,32 @@ def test_helpers(tmp_path):
     assert timings["load"] >= 0
     with ProgressBar(2, enabled=False) as bar:
         bar.update(2)
+
+
+class ClaimingRunner(NumberRunner):
+    """NumberRunner whose items each live in a folder of their own, under a claim."""
+
+    def claim_path(self, item):
+        return self.writer.output_dir / item["name"] / f".{item['name']}.txt.claim"
+
+
+def test_claimed_items_are_skipped_naming_the_holder_and_leftovers_removed(tmp_path):
+    from fusionmamba_med.io.claims import OutputClaim, RunInfo
+
+    other = RunInfo(host="h", pid=1, started="t")
+    held = OutputClaim(tmp_path / "b" / ".b.txt.claim", other)
+    assert held.acquire()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".a.partial-0123abcd.txt").write_text("half")  # left by a killed run
+    try:
+        summary = ClaimingRunner(_items(("a", 1, {}), ("b", 2, {})), TextWriter(tmp_path), progress=False).run()
+    finally:
+        held.release()
+    a, b = summary["numbers"]
+    assert a["status"] == "fused" and not (tmp_path / "a" / ".a.partial-0123abcd.txt").exists()
+    assert not (tmp_path / "a" / ".a.txt.claim").exists()
+    assert b == {"name": "b", "status": "skipped", "reason": "claimed by another run: h:1:t", "claimed_by": "h:1:t"}
+    assert summary["run"]["pid"] == os.getpid() and summary["run"]["run_id"].startswith(summary["run"]["host"])
+    log = [json.loads(line) for line in (tmp_path / "fusion_summary.runs.jsonl").read_text().splitlines()]
+    assert log == [json.loads(json.dumps(summary))] == [_summary(tmp_path)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

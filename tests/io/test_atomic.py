@@ -49,3 +49,44 @@ def test_write_json_converts_and_is_strict(tmp_path):
     path = write_json(tmp_path / "s.json", {"n": np.int64(2), "x": float("inf"), "p": tmp_path, "s": {3, 1}})
     assert json.loads(path.read_text()) == {"n": 2, "x": None, "p": str(tmp_path), "s": [1, 3]}
     assert jsonable(np.arange(2)) == [0, 1]
+
+
+def test_temporary_names_are_recognised_and_stale_ones_removed(tmp_path):
+    from fusionmamba_med.io.atomic import TEMPORARY_NAME, remove_stale_temporaries, temporary_path
+
+    made = [temporary_path(tmp_path / "s_fused.nii.gz"), temporary_path(tmp_path / "s_dicom", keep_extension=False),
+            temporary_path(tmp_path / "s_dicom", "old", keep_extension=False),
+            temporary_path(tmp_path / "fusion_summary.json")]
+    for p in made:
+        assert TEMPORARY_NAME.match(p.name), p.name
+        p.mkdir() if "dicom" in p.name else p.write_text("half")
+    keep = ["s_fused.nii.gz", ".s_fused.nii.gz.claim", "x.partial-1234abcd", ".notes"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    assert set(remove_stale_temporaries(tmp_path, ["fusion_summary.json"])) == {made[3]}
+    assert set(remove_stale_temporaries(tmp_path)) == set(made[:3])
+    assert sorted(os.listdir(tmp_path)) == sorted(keep)
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_check_output_dir_names_the_folder(tmp_path, monkeypatch):
+    from fusionmamba_med.errors import OutputError
+    from fusionmamba_med.io.atomic import check_output_dir
+
+    assert check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path) == []  # a check, nothing made or left
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=f"output folder '{tmp_path / 'file'}': not a folder"):
+        check_output_dir(tmp_path / "file")
+    with pytest.raises(OutputError, match="nearest existing parent.*is a file"):
+        check_output_dir(tmp_path / "file" / "out")
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OutputError, match=f"output folder '{tmp_path}': cannot be written \\(read-only file system\\)"):
+        check_output_dir(tmp_path)
