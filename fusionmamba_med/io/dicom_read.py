@@ -37,6 +37,7 @@ from monai.data import ITKReader
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.geometry import lps_to_ras
+from fusionmamba_med.io.size_checks import dicom_pixel_problem
 
 __all__ = [
     "SLICE_SPACING_TOLERANCE",
@@ -119,16 +120,10 @@ def _gdcm_series_ids(folder: Path, study: str | None) -> list[str]:
 
 
 def _pixel_data_problem(ds, path: str | Path) -> str | None:
-    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None."""
-    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
-    if raw is None:
-        return "no pixel data"
-    length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
-    if length is not None and tell is not None and length != 0xFFFFFFFF:
-        size = os.path.getsize(path)
-        if tell + length > size:
-            return f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}"
-    return None
+    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None: absent,
+    cut by the end of the file, shorter than the pixel description declares, or an invalid pixel description
+    (:func:`fusionmamba_med.io.size_checks.dicom_pixel_problem`)."""
+    return dicom_pixel_problem(ds, path)
 
 
 def _gdcm_series_files(folder: Path, uid: str) -> list[str]:
@@ -173,7 +168,7 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
             continue
         _refuse_non_image(ds, entry, study)
         problem = _pixel_data_problem(ds, entry)
-        if problem is not None and problem.startswith("truncated"):
+        if problem is not None and problem.startswith(("truncated", "invalid pixel")):
             raise FusionInputError(problem, study=study, path=entry)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if uid and uid not in uids and any(u.startswith(uid) for u in uids):  # the header was cut mid-value
@@ -359,7 +354,7 @@ def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], na
 
 def _refuse_colour(ds, path: str | Path, study: str | None) -> None:
     """Refuse a colour image (SamplesPerPixel != 1): fusion inputs are scalar volumes."""
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    spp = _int_or_zero(ds, "SamplesPerPixel") or 1
     if spp != 1:
         raise FusionInputError(
             f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
@@ -377,6 +372,29 @@ def _refuse_several_volume_files(files: Sequence[str], label: str, kind: str, fo
             "own folder, or convert the series (e.g. dcm2niix) and pick one volume", study=study, path=folder)
 
 
+def _check_one_file_size(path: str, label: str, what: str, study: str | None, max_voxels: int) -> None:
+    """Refuse, before anything decodes it, a file holding a whole volume (mosaic) whose pixel data exceed
+    ``max_voxels`` or are shorter than its pixel description declares."""
+    ds = _read_header(path, study)
+    _refuse_colour(ds, path, study)
+    rows, cols = _int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")
+    if rows * cols > max_voxels:
+        raise FusionInputError(f"{label} is too large: a {what} of {rows} x {cols} = {rows * cols} pixels > "
+                               f"max_voxels={max_voxels}", study=study, path=path)
+    problem = _pixel_data_problem(ds, path)
+    if problem is not None:
+        raise FusionInputError(f"the {what} cannot be read: {problem}", study=study, path=path)
+
+
+def _int_or_zero(ds, keyword: str) -> int:
+    """An integer tag (Rows, Columns, NumberOfFrames), 0 when absent or not a finite integer."""
+    try:
+        value = float(ds.get(keyword, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return int(value) if math.isfinite(value) and value >= 0 else 0
+
+
 def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
                         max_voxels: int) -> DicomStack:
     """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
@@ -387,13 +405,14 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     first = dicom_header(files[0], study)
     if _is_mosaic(first):
         _refuse_several_volume_files(files, label, "Siemens mosaic", folder, study)
+        _check_one_file_size(files[0], label, "mosaic", study, max_voxels)
         return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
     _refuse_non_image(first, files[0], study)
     if _is_enhanced(first):
         _refuse_several_volume_files(files, label, "enhanced multi-frame", folder, study)
         return _check_multiframe(files[0], label, study, max_voxels)
-    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
-    frames = int(first.get("NumberOfFrames", 1) or 1)
+    rows, cols = _int_or_zero(first, "Rows"), _int_or_zero(first, "Columns")
+    frames = _int_or_zero(first, "NumberOfFrames")
     nvox = len(files) * rows * cols * max(frames, 1)
     if nvox > max_voxels:
         raise FusionInputError(
@@ -404,7 +423,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     for f in files:
         ds = _read_header(f, study)
         rescale.append(_rescale_of(ds))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = _int_or_zero(ds, "NumberOfFrames")
         if frames > 1:
             why = ("in a series of several files" if _is_enhanced(ds)
                    else "without per-frame functional groups (PerFrameFunctionalGroupsSequence)")
@@ -413,7 +432,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                 "file (Enhanced MR/CT/PET) is read; convert it to a classic single-frame series first",
                 study=study, path=f)
         _refuse_colour(ds, f, study)
-        if (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) != (rows, cols):
+        if (_int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")) != (rows, cols):
             raise FusionInputError(f"slice size {ds.get('Rows')}x{ds.get('Columns')} differs from the series' "
                                    f"{rows}x{cols} in {label}", study=study, path=f)
         ipp = _floats(ds.get("ImagePositionPatient", None) or [], 3)
@@ -464,7 +483,7 @@ def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
     return out
 
 
-def _mosaic_volume(path: str, study: str | None):
+def _mosaic_volume(path: str, study: str | None, max_voxels: int = DEFAULT_MAX_VOXELS):
     """Unpack one Siemens mosaic file (ImageType MOSAIC: one DICOM image tiling a whole 3D volume) into a
     ``MetaTensor`` (1, X, Y, Z) float32 with its RAS affine.
 
@@ -503,6 +522,9 @@ def _mosaic_volume(path: str, study: str | None):
         raise FusionInputError(f"mosaic of {tiled.shape[1]}x{tiled.shape[0]} pixels cannot hold {per_side}x{per_side} "
                                f"tiles of {n} images", study=study, path=path)
     ny, nx = tiled.shape[0] // per_side, tiled.shape[1] // per_side
+    if n < 1 or nx * ny * n > max_voxels:
+        raise FusionInputError(f"mosaic of {n} images of {nx} x {ny} pixels: {nx * ny * n} voxels, outside 1.."
+                               f"max_voxels={max_voxels}", study=study, path=path)
     vol = np.empty((1, nx, ny, n), dtype=np.float32)
     for k in range(n):
         r, c = divmod(k, per_side)
@@ -557,8 +579,8 @@ def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int)
     checks as a classic series (one orientation, distinct positions evenly stacked along the normal, no tilt).
     Frames at one position (multi-echo, diffusion, dynamics in one file) are 4D and refused, naming the file."""
     ds = _read_header(path, study)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = _int_or_zero(ds, "NumberOfFrames")
+    rows, cols = _int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")
     nvox = frames * rows * cols
     if nvox > max_voxels:
         raise FusionInputError(f"{label} is too large: {frames} frames x {rows} x {cols} = {nvox} voxels > "
@@ -702,7 +724,7 @@ def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: 
     meta = {"source_path": os.path.abspath(folder), "dicom_files": stack.files, "series_uid": chosen["uid"],
             "series_description": chosen["description"]}
     if stack.mosaic or stack.multiframe is not None:
-        img = _mosaic_volume(stack.files[0], study) if stack.mosaic else _multiframe_volume(stack, study)
+        img = _mosaic_volume(stack.files[0], study, max_voxels) if stack.mosaic else _multiframe_volume(stack, study)
         img.meta.update(meta)
         return img
     reader = DicomSeriesReader(stack.files)

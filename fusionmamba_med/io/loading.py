@@ -22,7 +22,9 @@ Policies (see also the module docs of the project):
 - **DICOM**: geometry, per-slice rescale, mosaics and what is refused: see :mod:`fusionmamba_med.io.dicom_read`.
 - **NIfTI**: read as MONAI/nibabel read it (the sform when its code is set, else the qform); a sheared sform is
   refused (ITK cannot hold it, so no output could overlay it in every reader).
-- **Size**: volumes with more than ``max_voxels`` voxels are refused from the header, before pixel data is read.
+- **Size**: volumes with more than ``max_voxels`` voxels are refused from the header, before pixel data is read; so
+  are files that hold fewer bytes than their header declares (:mod:`fusionmamba_med.io.size_checks`: NIfTI plain and
+  gzip, NRRD raw / gzip / bzip2, attached or detached; DICOM pixel data), before any reader allocates the volume.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io import dicom_read
 from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, SLICE_SPACING_TOLERANCE, list_dicom_series
 from fusionmamba_med.io.geometry import is_orthogonal, max_axis_cosine
+from fusionmamba_med.io.size_checks import nifti_size_problem, nrrd_size_problem
 from fusionmamba_med.io.studies import image_kind
 
 __all__ = [
@@ -79,6 +82,10 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
                                study=study, path=path)
     if nvox == 0:
         raise FusionInputError(f"empty volume {shape}", study=study, path=path)
+    offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))  # where nibabel reads the data
+    problem = nifti_size_problem(path, offset, int(dtype.itemsize), nvox)
+    if problem is not None:
+        raise FusionInputError(problem, study=study, path=path)
     _check_nifti_forms(img.header, study, path)
 
 
@@ -134,6 +141,10 @@ def _check_itk_header(path: Path, study: str | None, max_voxels: int) -> None:
                                study=study, path=path)
     if nvox == 0:
         raise FusionInputError(f"empty volume {size}", study=study, path=path)
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        problem = nrrd_size_problem(path, nvox)
+        if problem is not None:
+            raise FusionInputError(problem, study=study, path=path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
