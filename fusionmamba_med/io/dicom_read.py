@@ -249,13 +249,29 @@ class DicomStack:
         return len(set(self.rescale)) <= 1
 
 
+#: largest |RescaleSlope| / |RescaleIntercept| accepted: stored values times it must stay far inside float32.
+MAX_RESCALE = 1e20
+
+
 def _rescale_of(ds) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0)."""
+    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0), slope 0 -> 1 (as dcm2niix); a value that is
+    not a number (or not finite, or beyond ``MAX_RESCALE``) raises ``ValueError`` (see :func:`_checked_rescale`)."""
     slope = ds.get("RescaleSlope", None)
     intercept = ds.get("RescaleIntercept", None)
     slope = 1.0 if slope in (None, "") else float(slope)
     intercept = 0.0 if intercept in (None, "") else float(intercept)
+    if not (math.isfinite(slope) and math.isfinite(intercept)) or max(abs(slope), abs(intercept)) > MAX_RESCALE:
+        raise ValueError(f"RescaleSlope {slope:g} / RescaleIntercept {intercept:g} not finite or beyond "
+                         f"{MAX_RESCALE:g}")
     return (1.0 if slope == 0.0 else slope), intercept
+
+
+def _checked_rescale(ds, path: str | Path, study: str | None) -> tuple[float, float]:
+    """:func:`_rescale_of`, refusing (naming ``path``) a rescale that is not a finite number within ``MAX_RESCALE``."""
+    try:
+        return _rescale_of(ds)
+    except (TypeError, ValueError) as err:
+        raise FusionInputError(f"invalid modality rescale: {err}", study=study, path=path) from err
 
 
 def _is_mosaic(ds) -> bool:
@@ -406,7 +422,8 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     if _is_mosaic(first):
         _refuse_several_volume_files(files, label, "Siemens mosaic", folder, study)
         _check_one_file_size(files[0], label, "mosaic", study, max_voxels)
-        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
+        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_checked_rescale(first, files[0], study)],
+                          mosaic=True)
     _refuse_non_image(first, files[0], study)
     if _is_enhanced(first):
         _refuse_several_volume_files(files, label, "enhanced multi-frame", folder, study)
@@ -419,10 +436,10 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
             f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
             study=study, path=folder,
         )
-    positions, iops, rescale = [], [], []
+    positions, iops, rescale, spacings = [], [], [], []
     for f in files:
         ds = _read_header(f, study)
-        rescale.append(_rescale_of(ds))
+        rescale.append(_checked_rescale(ds, f, study))
         frames = _int_or_zero(ds, "NumberOfFrames")
         if frames > 1:
             why = ("in a series of several files" if _is_enhanced(ds)
@@ -440,11 +457,19 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
         if ipp is None or iop is None:
             raise FusionInputError("the slice has no valid ImagePositionPatient/ImageOrientationPatient, so its "
                                    "position is unknown", study=study, path=f)
+        spacing = _floats(ds.get("PixelSpacing", None) or [], 2)
+        if spacing is None or np.any(spacing <= 0):
+            raise FusionInputError(f"the slice has no valid PixelSpacing ({ds.get('PixelSpacing', 'absent')}), so its "
+                                   "pixel size is unknown", study=study, path=f)
         problem = _pixel_data_problem(ds, f)
         if problem is not None:
             raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
+        if spacings and np.max(np.abs(spacing - spacings[0])) > 1e-4 * max(1.0, float(np.max(spacings[0]))):
+            raise FusionInputError(f"PixelSpacing {spacing.tolist()} differs from the series' {spacings[0].tolist()} in "
+                                   f"{label}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
+        spacings.append(spacing)
     order = _stack_order(positions, iops, [Path(f).name for f in files], label, folder, study)
     files = [files[i] for i in order]
     rescale = [rescale[i] for i in order]
@@ -481,6 +506,17 @@ def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
     out = img.clone()  # keeps the meta and affine of the series read
     out.data = torch.from_numpy(data)
     return out
+
+
+def _check_volume_affine(ras: np.ndarray, what: str, path: str | Path, study: str | None) -> None:
+    """Refuse a volume whose voxel-to-world mapping, built from its header (PixelSpacing, orientation, slice normal),
+    is not finite or degenerate (a voxel axis of length 0 or axes in one plane)."""
+    ras = np.asarray(ras, dtype=np.float64)
+    sizes = np.linalg.norm(ras[:3, :3], axis=0) if np.isfinite(ras).all() else np.zeros(3)
+    if not np.all(sizes > 1e-6) or abs(float(np.linalg.det(ras[:3, :3]))) < 1e-6 * float(np.prod(sizes)):
+        raise FusionInputError(f"the {what}'s voxel-to-world mapping from its header (PixelSpacing, "
+                               "ImageOrientationPatient, slice normal) is not finite or degenerate, so its voxels "
+                               "cannot be placed", study=study, path=path)
 
 
 def _mosaic_volume(path: str, study: str | None, max_voxels: int = DEFAULT_MAX_VOXELS):
@@ -530,6 +566,7 @@ def _mosaic_volume(path: str, study: str | None, max_voxels: int = DEFAULT_MAX_V
         r, c = divmod(k, per_side)
         vol[0, :, :, k] = tiled[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx].T
     ras = lps_to_ras(lps)
+    _check_volume_affine(ras, "mosaic", path, study)
     img = MetaTensor(torch.from_numpy(vol), affine=torch.as_tensor(ras, dtype=torch.float64))
     img.meta.update({"spatial_shape": np.asarray(vol.shape[1:]), "original_affine": ras.copy(), "space": "RAS",
                      "filename_or_obj": str(path), "mosaic_images": n})
@@ -607,7 +644,7 @@ def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int)
                 study=study, path=path)
         slope = _functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        rescale.append(_rescale_of({"RescaleSlope": slope, "RescaleIntercept": intercept}))
+        rescale.append(_checked_rescale({"RescaleSlope": slope, "RescaleIntercept": intercept}, path, study))
         positions.append(ipp)
         iops.append(iop)
         spacings.append(spacing)

@@ -86,7 +86,29 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
     problem = nifti_size_problem(path, offset, int(dtype.itemsize), nvox)
     if problem is not None:
         raise FusionInputError(problem, study=study, path=path)
+    _check_nifti_affine(img, study, path)
     _check_nifti_forms(img.header, study, path)
+
+
+def _check_nifti_affine(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose voxel-to-world mapping (nibabel's: the sform when its code is set, else the qform, else
+    pixdim) cannot be computed, is not finite, or is degenerate (a voxel axis shorter than 1e-6 mm or longer than
+    1e6 mm, or axes in one plane): the volume could not be placed, and readers fall back differently."""
+    try:
+        with np.errstate(all="ignore"):
+            aff = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:
+        raise FusionInputError(f"invalid NIfTI voxel-to-world mapping ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        raise FusionInputError("the NIfTI voxel-to-world mapping (sform / qform / pixdim) is not finite",
+                               study=study, path=path)
+    sizes = np.linalg.norm(aff[:3, :3], axis=0)
+    det = abs(float(np.linalg.det(aff[:3, :3])))
+    if np.any(sizes < 1e-6) or np.any(sizes > 1e6) or det < 1e-6 * float(np.prod(sizes)):
+        raise FusionInputError(f"degenerate NIfTI voxel-to-world mapping: voxel axes of {np.round(sizes, 9).tolist()} "
+                               "mm" + (", in one plane" if det < 1e-6 * float(np.prod(sizes)) else ""),
+                               study=study, path=path)
 
 
 def _check_nifti_forms(header, study: str | None, path: Path) -> None:
@@ -97,8 +119,13 @@ def _check_nifti_forms(header, study: str | None, path: Path) -> None:
     (SimpleITK/3D Slicer refuse or reinterpret it), nor by a NIfTI qform, so no output could overlay it in every
     reader: such a volume is refused, as sheared DICOM stacks are.
     """
-    sform, sform_code = header.get_sform(coded=True)
-    qform, qform_code = header.get_qform(coded=True)
+    try:
+        with np.errstate(all="ignore"):
+            sform, sform_code = header.get_sform(coded=True)
+            qform, qform_code = header.get_qform(coded=True)
+    except Exception as err:  # e.g. a qform quaternion of norm > 1
+        raise FusionInputError(f"invalid NIfTI qform / sform ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
     if sform_code and sform is not None and not is_orthogonal(sform):
         angle = float(np.degrees(np.arcsin(min(1.0, max_axis_cosine(sform)))))
         raise FusionInputError(
