@@ -88,6 +88,30 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
         raise FusionInputError(problem, study=study, path=path)
     _check_nifti_affine(img, study, path)
     _check_nifti_forms(img.header, study, path)
+    _check_monai_keeps_affine(img, study, path)
+
+
+def _check_monai_keeps_affine(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose pixdim disagrees with the voxel sizes of its sform / qform: MONAI's NibabelReader then
+    rewrites the affine (``correct_nifti_header_if_necessary``) where nibabel, ITK and 3D Slicer each read another,
+    so the volume has no single place."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    before = np.array(img.affine, dtype=np.float64, copy=True)
+    try:
+        with np.errstate(all="ignore"):
+            fresh = nib.load(str(path))  # MONAI's correction rewrites the header in place: not ``img``'s
+            after = np.array(correct_nifti_header_if_necessary(fresh).affine, dtype=np.float64, copy=True)
+    except Exception as err:
+        raise FusionInputError(f"inconsistent NIfTI header ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
+    if not np.allclose(before, after, rtol=0, atol=1e-4 * max(1.0, float(np.abs(before).max()))):
+        zooms = [round(float(z), 6) for z in img.header.get_zooms()[:3]]
+        sizes = np.round(np.linalg.norm(before[:3, :3], axis=0), 6).tolist()
+        raise FusionInputError(f"inconsistent NIfTI header: pixdim {zooms} disagrees with the voxel sizes {sizes} of "
+                               "its sform / qform, so MONAI and nibabel place the volume differently; fix pixdim or "
+                               "the sform / qform", study=study, path=path)
 
 
 def _check_nifti_affine(img, study: str | None, path: Path) -> None:
