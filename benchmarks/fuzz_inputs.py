@@ -1028,14 +1028,14 @@ def run_case(index: int, seed: int, sources: list[Source], baselines: dict[str, 
 
 def warm_up() -> None:
     """Import the readers and load each kind of sample once in this process, so that forked children start warm;
-    one ITK and one torch thread, so that no thread pool is forked mid-use."""
+    one ITK and one torch thread, so that no thread pool is forked mid-use. Meant for the harness's own process (the
+    CLI): it changes that process's thread settings."""
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
     from fusionmamba_med.io import load_volume
 
-    logging_off()
     sample = REPO / "sample_data"
     for path in (sample / "spect_mri" / "study01" / "SPECT.nii.gz", sample / "pet_mri" / "study01" / "PET.nrrd",
                  sample / "spect_mri" / "study01" / "MR"):
