@@ -973,17 +973,20 @@ def run_command_case(case: Case, study: str, work: Path, timeout_s: float) -> di
         return {"command_outcome": "timeout", "command_detail": f"no end within {timeout_s:g} s"}
     seconds = round(time.monotonic() - start, 1)
     summary = root / "out" / "fusion_summary.json"
-    if run.returncode != 0 or not summary.is_file():
+    if run.returncode not in (0, 1) or not summary.is_file():  # exit 1: "N studies failed; see the summary"
         tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or [""]
         return {"command_outcome": "crash", "command_detail": f"exit {run.returncode}: {tail[0][:300]}",
                 "command_s": seconds}
-    entries = [s for s in json.loads(summary.read_text()).get("studies", []) if s.get("study") == study]
+    entries = [s for s in json.loads(summary.read_text()).get("studies", [])
+               if study in (s.get("study"), s.get("study_id"))]
     if not entries:
         return {"command_outcome": "other exception", "command_detail": "study absent from fusion_summary.json",
                 "command_s": seconds}
     entry = entries[0]
     if entry.get("status") == "fused":
-        return {"command_outcome": "correct output", "command_s": seconds}
+        ok = run.returncode == 0
+        return {"command_outcome": "correct output" if ok else "other exception", "command_s": seconds,
+                **({} if ok else {"command_detail": f"fused, but exit status {run.returncode}"})}
     reason = str(entry.get("reason", entry.get("error", "")))
     named = study in reason and str(root / "dataset" / study) in reason
     return {"command_outcome": "clear refusal" if entry.get("status") == "failed" and named else "other exception",
