@@ -369,12 +369,19 @@ def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], na
 
 
 def _refuse_colour(ds, path: str | Path, study: str | None) -> None:
-    """Refuse a colour image (SamplesPerPixel != 1): fusion inputs are scalar volumes."""
+    """Refuse a colour image (SamplesPerPixel != 1, or a colour PhotometricInterpretation): fusion inputs are scalar
+    volumes. MONOCHROME1 (inverted greyscale, radiography) is refused too: decoders differ on inverting it."""
     spp = _int_or_zero(ds, "SamplesPerPixel") or 1
-    if spp != 1:
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if spp != 1 or photometric not in ("", "MONOCHROME2", "MONOCHROME1"):
         raise FusionInputError(
             f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
             f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+            study=study, path=path)
+    if photometric == "MONOCHROME1":
+        raise FusionInputError(
+            "PhotometricInterpretation MONOCHROME1 (inverted greyscale, as radiographs store it) is not an MR, CT, PET "
+            "or SPECT volume, and decoders differ on whether to invert it; convert it to MONOCHROME2 first",
             study=study, path=path)
 
 
@@ -436,7 +443,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
             f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
             study=study, path=folder,
         )
-    positions, iops, rescale, spacings = [], [], [], []
+    positions, iops, rescale, spacings, problems = [], [], [], [], []
     for f in files:
         ds = _read_header(f, study)
         rescale.append(_checked_rescale(ds, f, study))
@@ -461,15 +468,16 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
         if spacing is None or np.any(spacing <= 0):
             raise FusionInputError(f"the slice has no valid PixelSpacing ({ds.get('PixelSpacing', 'absent')}), so its "
                                    "pixel size is unknown", study=study, path=f)
-        problem = _pixel_data_problem(ds, f)
-        if problem is not None:
-            raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
+        problems.append(_pixel_data_problem(ds, f))
         if spacings and np.max(np.abs(spacing - spacings[0])) > 1e-4 * max(1.0, float(np.max(spacings[0]))):
             raise FusionInputError(f"PixelSpacing {spacing.tolist()} differs from the series' {spacings[0].tolist()} in "
                                    f"{label}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
         spacings.append(spacing)
+    for f, problem in zip(files, problems):  # the series' structure first (4D, colour ...), then its pixel data
+        if problem is not None:
+            raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
     order = _stack_order(positions, iops, [Path(f).name for f in files], label, folder, study)
     files = [files[i] for i in order]
     rescale = [rescale[i] for i in order]

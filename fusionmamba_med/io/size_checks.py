@@ -174,7 +174,7 @@ def dicom_pixel_problem(ds, path: str | Path) -> str | None:
     length and file offset) cannot hold what its pixel description declares, or None.
 
     Native transfer syntaxes: the PixelData element must hold Rows x Columns x SamplesPerPixel x BitsAllocated / 8 x
-    NumberOfFrames bytes and the file must hold the element. Encapsulated (compressed) data cannot be sized before
+    NumberOfFrames bytes (plus at most one pad byte) and the file must hold the element. Encapsulated (compressed) data cannot be sized before
     decoding: their frame count is checked against the offset table / fragments.
     """
     raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
@@ -195,6 +195,9 @@ def dicom_pixel_problem(ds, path: str | Path) -> str | None:
             if length < needed:
                 return (f"truncated pixel data: the header declares {what} = {needed} bytes, the PixelData element "
                         f"holds {length}")
+            if length > needed + 1:  # one pad byte to an even length is all the standard allows
+                return (f"pixel data longer than declared: the header declares {what} = {needed} bytes, the "
+                        f"PixelData element holds {length} (wrong Rows / Columns / BitsAllocated / NumberOfFrames?)")
         return None
     if tell is None or syntax == _DEFLATED:  # the element's bytes are not where the file holds them
         return None
