@@ -241,6 +241,7 @@ class DicomStack:
     rescale: list[tuple[float, float]]
     mosaic: bool = False
     single_slice_spacing: float | None = None
+    header_affine: np.ndarray | None = None
     multiframe: "MultiFrameGeometry | None" = None
 
     @property
@@ -482,7 +483,44 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     files = [files[i] for i in order]
     rescale = [rescale[i] for i in order]
     spacing = _one_slice_spacing(first) if len(files) == 1 else None
-    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing)
+    header = _header_affine([positions[i] for i in order], iops[0], spacings[0])
+    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing,
+                      header_affine=header)
+
+
+def _header_affine(positions: Sequence[np.ndarray], iop: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """RAS affine of a classic series from its headers alone (positions sorted along the normal, one
+    ImageOrientationPatient, PixelSpacing (row, column)), the slice step the mean gap (1 for one slice), as
+    dcm2niix builds it: voxel (column x, row y, slice)."""
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    normal = np.cross(row, col)
+    pos = np.asarray(positions)
+    step = float((pos[-1] - pos[0]) @ normal) / (len(pos) - 1) if len(pos) > 1 else 1.0
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * spacing[1], col * spacing[0], normal * step, pos[0]
+    return lps_to_ras(lps)
+
+
+def _check_read_geometry(img, stack: DicomStack, study: str | None, folder: Path) -> None:
+    """Refuse a series that ITK/GDCM placed elsewhere than its ImagePositionPatient / ImageOrientationPatient /
+    PixelSpacing say (GDCM also reads other tags, e.g. a negative or non-finite SpacingBetweenSlices flips or stretches
+    its slice axis): the grid corners must agree within 0.01 mm plus the spacing tolerance of the stack."""
+    if stack.header_affine is None:
+        return
+    ours = np.asarray(img.affine, dtype=np.float64)
+    shape = np.asarray(img.shape[1:4], dtype=np.float64)
+    corners = np.array([[i, j, k, 1.0] for i in (0, 1) for j in (0, 1) for k in (0, 1)]).T
+    corners[:3] *= (shape[:, None] - 1)
+    header = stack.header_affine.copy()
+    if len(stack.files) == 1:  # one slice: ITK's slice step is replaced afterwards; compare the plane only
+        header[:3, 2] = ours[:3, 2]
+    gap = float(np.abs((ours - header) @ corners)[:3].max())
+    extent = float(np.abs((header @ corners)[:3] - header[:3, 3:4]).max())
+    if not np.isfinite(gap) or gap > 0.01 + SLICE_SPACING_TOLERANCE * extent:
+        raise FusionInputError(
+            f"ITK/GDCM places the series up to {gap:.3g} mm away from where its ImagePositionPatient / "
+            "ImageOrientationPatient / PixelSpacing put it (another tag, e.g. an invalid SpacingBetweenSlices, "
+            "changed its reading), so its voxel-to-world mapping is ambiguous", study=study, path=folder)
 
 
 def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
@@ -786,6 +824,7 @@ def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: 
                                "files", study=study, path=folder)
     if not stack.uniform_rescale:
         img = _read_slices_rescaled(stack, img, study)
+    _check_read_geometry(img, stack, study, folder)
     if stack.single_slice_spacing is not None:
         img = _set_slice_spacing(img, stack.single_slice_spacing)
     img.meta.update(meta)

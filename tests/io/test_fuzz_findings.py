@@ -101,3 +101,16 @@ def test_consistent_nifti_still_loads(tmp_path):
     img = load_volume(_nifti(tmp_path, lambda hdr: None), study="fz")
     assert tuple(img.shape) == (1, 3, 4, 5)
     np.testing.assert_allclose(np.asarray(img.affine)[:3, :3], np.diag([1.2, 1.2, 3.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["-inf", "-2.5"])
+def test_spacing_between_slices_that_moves_the_itk_grid(tmp_path, value):
+    """GDCM reads SpacingBetweenSlices too: an invalid one flips ITK's slice axis away from the positions."""
+    folder, _ = _series_with(tmp_path, SpacingBetweenSlices=value)
+    try:
+        img = load_volume(folder, study="fz")
+    except FusionInputError as err:
+        assert "ITK/GDCM places the series" in str(err) and err.study == "fz"
+        return
+    reference, _ = _series_with(tmp_path / "ref")
+    np.testing.assert_allclose(np.asarray(img.affine), np.asarray(load_volume(reference).affine), atol=1e-3)
