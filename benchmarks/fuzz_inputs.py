@@ -24,7 +24,6 @@ mutated input: the study must end fused, or failed in ``fusion_summary.json`` wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import json
 import os
@@ -73,7 +72,8 @@ class Source:
 
 
 def _nrrd_raw_variant(src: Path, out: Path, detached: bool) -> list[Path]:
-    """The gzip NRRD ``src`` rewritten with raw encoding, attached (``out`` .nrrd) or detached (``out`` .nhdr + .raw)."""
+    """The gzip NRRD ``src`` rewritten with raw encoding: attached (``out`` .nrrd) or detached (``out`` .nhdr and a
+    .raw beside it)."""
     from fusionmamba_med.io.size_checks import read_nrrd_header
 
     fields, start = read_nrrd_header(src)

@@ -471,8 +471,8 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                                    "pixel size is unknown", study=study, path=f)
         problems.append(_pixel_data_problem(ds, f))
         if spacings and np.max(np.abs(spacing - spacings[0])) > 1e-4 * max(1.0, float(np.max(spacings[0]))):
-            raise FusionInputError(f"PixelSpacing {spacing.tolist()} differs from the series' {spacings[0].tolist()} in "
-                                   f"{label}", study=study, path=f)
+            raise FusionInputError(f"PixelSpacing {spacing.tolist()} differs from the series' "
+                                   f"{spacings[0].tolist()} in {label}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
         spacings.append(spacing)

@@ -29,7 +29,6 @@ from typing import IO, Mapping
 __all__ = [
     "dicom_declared_bytes",
     "dicom_pixel_problem",
-    "stream_holds",
     "nifti_size_problem",
     "read_nrrd_header",
     "nrrd_size_problem",
@@ -46,17 +45,6 @@ _BITS_ALLOCATED = (1, 8, 16, 32, 64)
 # ---------------------------------------------------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------------------------------------------------
-def stream_holds(stream: IO[bytes], needed: int) -> int:
-    """How many bytes ``stream`` yields, counting at most ``needed`` (read in 1 MiB chunks, nothing kept)."""
-    got = 0
-    while got < needed:
-        chunk = stream.read(min(_CHUNK, needed - got))
-        if not chunk:
-            break
-        got += len(chunk)
-    return got
-
-
 def _compressed_holds(path: Path, offset: int, needed: int, codec: str) -> int:
     """Decompressed bytes available from ``path`` starting at byte ``offset`` (counted up to ``needed``)."""
     with open(path, "rb") as raw:
@@ -70,7 +58,8 @@ def _compressed_holds(path: Path, offset: int, needed: int, codec: str) -> int:
 
 
 def _count_until_error(stream: IO[bytes], needed: int) -> int:
-    """Like :func:`stream_holds`, but a damaged or cut stream ends the count instead of raising."""
+    """How many bytes ``stream`` yields, counting at most ``needed`` (1 MiB chunks, nothing kept); a damaged or cut
+    stream ends the count instead of raising."""
     got = 0
     while got < needed:
         try:
@@ -174,8 +163,8 @@ def dicom_pixel_problem(ds, path: str | Path) -> str | None:
     length and file offset) cannot hold what its pixel description declares, or None.
 
     Native transfer syntaxes: the PixelData element must hold Rows x Columns x SamplesPerPixel x BitsAllocated / 8 x
-    NumberOfFrames bytes (plus at most one pad byte) and the file must hold the element. Encapsulated (compressed) data cannot be sized before
-    decoding: their frame count is checked against the offset table / fragments.
+    NumberOfFrames bytes (plus at most one pad byte) and the file must hold the element. Encapsulated (compressed)
+    data cannot be sized before decoding: their frame count is checked against the offset table / fragments.
     """
     raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
     if raw is None:
