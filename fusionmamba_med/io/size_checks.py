@@ -49,9 +49,8 @@ def _compressed_holds(path: Path, offset: int, needed: int, codec: str) -> int:
     """Decompressed bytes available from ``path`` starting at byte ``offset`` (counted up to ``needed``)."""
     with open(path, "rb") as raw:
         raw.seek(offset)
-        opener = gzip.GzipFile if codec == "gzip" else bz2.BZ2File
         try:
-            with opener(fileobj=raw, mode="rb") as stream:
+            with (gzip.GzipFile(fileobj=raw, mode="rb") if codec == "gzip" else bz2.BZ2File(raw, mode="rb")) as stream:
                 return _count_until_error(stream, needed)
         except (OSError, EOFError, zlib.error, ValueError):
             return 0
@@ -116,13 +115,14 @@ def _transfer_syntax(ds) -> str:
     return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
 
 
-def _encapsulated_counts(path: str | Path, tell: int) -> tuple[int, int] | str:
-    """(entries of the basic offset table, fragments) of the encapsulated pixel data starting at byte ``tell`` of
+def _encapsulated_counts(path: str | Path, tell: int) -> tuple[int, int, int | None] | str:
+    """(entries of the basic offset table, fragments, where the first fragment's bytes start) of the encapsulated
+    pixel data starting at byte ``tell`` of
     ``path``, reading only the 8-byte item headers (and the offset table), or a sentence saying where they break."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         f.seek(tell)
-        offsets, fragments, first = 0, 0, True
+        offsets, fragments, first, start = 0, 0, True, None
         while True:
             head = f.read(8)
             if len(head) < 8:
@@ -130,7 +130,7 @@ def _encapsulated_counts(path: str | Path, tell: int) -> tuple[int, int] | str:
             group, element = int.from_bytes(head[0:2], "little"), int.from_bytes(head[2:4], "little")
             length = int.from_bytes(head[4:8], "little")
             if (group, element) == (0xFFFE, 0xE0DD):
-                return offsets, fragments
+                return offsets, fragments, start
             if (group, element) != (0xFFFE, 0xE000) or length == _UNDEFINED:
                 return f"damaged encapsulated (compressed) pixel data: no item tag at byte {f.tell() - 8}"
             if f.tell() + length > size:
@@ -140,15 +140,40 @@ def _encapsulated_counts(path: str | Path, tell: int) -> tuple[int, int] | str:
                 offsets, first = length // 4, False
             else:
                 fragments += 1
+                start = f.tell() if start is None else start
             f.seek(length, os.SEEK_CUR)
 
 
-def _encapsulated_problem(path: str | Path, tell: int, frames: int) -> str | None:
-    """Frame count of encapsulated pixel data against its basic offset table and fragments, or None."""
+_J2K_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                 "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+
+
+def _j2k_signed(path: str | Path, start: int) -> bool | None:
+    """Whether the JPEG 2000 codestream in the fragment at byte ``start`` stores signed samples (its SIZ marker's
+    Ssiz of component 0), or None when no SIZ marker is found in its first 4 KiB."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        head = f.read(4096)
+    at = head.find(b"\xff\x4f\xff\x51")  # SOC then SIZ (a JP2 wrapper holds it further in)
+    if at < 0 or len(head) < at + 43:
+        return None
+    return bool(head[at + 42] & 0x80)
+
+
+def _encapsulated_problem(path: str | Path, tell: int, frames: int, syntax: str = "",
+                          signed: bool | None = None) -> str | None:
+    """Frame count of encapsulated pixel data against its basic offset table and fragments, and for JPEG 2000 the
+    header's PixelRepresentation (``signed``) against the codestream's (decoders follow one or the other), or None."""
     counts = _encapsulated_counts(path, tell)
     if isinstance(counts, str):
         return counts
-    offsets, fragments = counts
+    offsets, fragments, start = counts
+    if syntax in _J2K_SYNTAXES and signed is not None and start is not None:
+        stream_signed = _j2k_signed(path, start)
+        if stream_signed is not None and stream_signed != signed:
+            return (f"PixelRepresentation {int(signed)} ({'signed' if signed else 'unsigned'}) disagrees with the "
+                    f"JPEG 2000 codestream ({'signed' if stream_signed else 'unsigned'} samples): decoders differ on "
+                    "which to follow")
     if fragments == 0:
         return "encapsulated (compressed) pixel data without any fragment"
     if offsets and offsets != frames:
@@ -191,7 +216,9 @@ def dicom_pixel_problem(ds, path: str | Path) -> str | None:
     if tell is None or syntax == _DEFLATED:  # the element's bytes are not where the file holds them
         return None
     frames = _int_tag(ds, "NumberOfFrames", 1) or 1
-    return _encapsulated_problem(path, tell, frames)
+    representation = _int_tag(ds, "PixelRepresentation", 0)
+    signed = None if representation not in (0, 1) else bool(representation)
+    return _encapsulated_problem(path, tell, frames, syntax, signed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

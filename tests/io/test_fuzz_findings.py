@@ -114,3 +114,29 @@ def test_spacing_between_slices_that_moves_the_itk_grid(tmp_path, value):
         return
     reference, _ = _series_with(tmp_path / "ref")
     np.testing.assert_allclose(np.asarray(img.affine), np.asarray(load_volume(reference).affine), atol=1e-3)
+
+
+def test_nrrd_labelled_bzip2_holding_gzip(tmp_path):
+    """The bzip2 branch of the NRRD size check raised a TypeError instead of counting."""
+    path = tmp_path / "PET.nrrd"
+    data = gzip.compress(np.zeros(4 * 4 * 2, np.float32).tobytes())
+    path.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4 2\nspace: left-posterior-superior\n"
+                     b"space directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)\nendian: little\n"
+                     b"encoding: bzip2\n\n" + data)
+    _refused(path, "truncated NRRD data.*bzip2 stream holds 0")
+
+
+QA = Path(__file__).resolve().parents[2] / ".." / "shared" / "dicom_qa" / "series"
+
+
+@pytest.mark.skipif(not (QA / "ts_9").is_dir(), reason="../shared/dicom_qa is absent")
+def test_jpeg2000_sign_disagreeing_with_pixel_representation(tmp_path):
+    """GDCM and pydicom decode such a file differently (one follows the header, the other the codestream)."""
+    src = next(p for p in (QA / "ts_9").iterdir() if p.is_file())
+    folder = tmp_path / "ts_9"
+    folder.mkdir()
+    ds = pydicom.dcmread(src)
+    ds.PixelRepresentation = 1
+    ds.save_as(folder / src.name, enforce_file_format=False)
+    _refused(folder, "PixelRepresentation 1 .* disagrees with the JPEG 2000 codestream")
+    assert tuple(load_volume(QA / "ts_9", study="fz").shape) == (1, 64, 64, 35)
