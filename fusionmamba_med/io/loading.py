@@ -40,7 +40,7 @@ from monai.transforms import MapTransform
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io import dicom_read
-from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, SLICE_SPACING_TOLERANCE, list_dicom_series
+from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, MAX_RESCALE, SLICE_SPACING_TOLERANCE, list_dicom_series
 from fusionmamba_med.io.geometry import is_orthogonal, max_axis_cosine
 from fusionmamba_med.io.size_checks import nifti_size_problem, nrrd_size_problem
 from fusionmamba_med.io.studies import image_kind
@@ -86,6 +86,7 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
     problem = nifti_size_problem(path, offset, int(dtype.itemsize), nvox)
     if problem is not None:
         raise FusionInputError(problem, study=study, path=path)
+    _check_nifti_scaling(img, study, path)
     _check_nifti_affine(img, study, path)
     _check_nifti_forms(img.header, study, path)
     _check_monai_keeps_affine(img, study, path)
@@ -112,6 +113,16 @@ def _check_monai_keeps_affine(img, study: str | None, path: Path) -> None:
         raise FusionInputError(f"inconsistent NIfTI header: pixdim {zooms} disagrees with the voxel sizes {sizes} of "
                                "its sform / qform, so MONAI and nibabel place the volume differently; fix pixdim or "
                                "the sform / qform", study=study, path=path)
+
+
+def _check_nifti_scaling(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose scl_slope / scl_inter (as nibabel applies them) lie beyond ``MAX_RESCALE``: the scaled
+    voxels would overflow float32 into infinities that no reader agrees on."""
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    if not (np.isfinite(slope) and np.isfinite(inter)) or max(abs(slope), abs(inter)) > MAX_RESCALE:
+        raise FusionInputError(f"invalid NIfTI scaling: scl_slope {slope:g} / scl_inter {inter:g} not finite or "
+                               f"beyond {MAX_RESCALE:g}", study=study, path=path)
 
 
 def _check_nifti_affine(img, study: str | None, path: Path) -> None:

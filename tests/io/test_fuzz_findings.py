@@ -140,3 +140,10 @@ def test_jpeg2000_sign_disagreeing_with_pixel_representation(tmp_path):
     ds.save_as(folder / src.name, enforce_file_format=False)
     _refused(folder, "PixelRepresentation 1 .* disagrees with the JPEG 2000 codestream")
     assert tuple(load_volume(QA / "ts_9", study="fz").shape) == (1, 64, 64, 35)
+
+
+def test_nifti_scaling_that_overflows_float32(tmp_path):
+    def edit(hdr):
+        hdr["scl_slope"] = -1e38
+
+    _refused(_nifti(tmp_path, edit), "invalid NIfTI scaling")
