@@ -18,7 +18,9 @@ with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and scales them.
   Refused: frames at one position (multi-echo, diffusion, dynamics in one file: 4D), a series of several enhanced
   files (one volume each: 4D), multi-frame files without per-frame functional groups.
 - **Refused, saying why**: 4D / multi-echo series, colour images, mixed orientations, non-image objects (RT Dose,
-  SEG, SR ...), truncated or damaged files (named).
+  SEG, SR ...), truncated or damaged files (named); pixel data that do not match their pixel description
+  (:mod:`fusionmamba_med.io.size_checks`, before GDCM decodes), invalid PixelSpacing or rescale, MONOCHROME1, and
+  series that ITK/GDCM places elsewhere than their positions say.
 """
 
 from __future__ import annotations
