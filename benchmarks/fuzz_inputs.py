@@ -961,9 +961,7 @@ def run_command_case(case: Case, study: str, work: Path, timeout_s: float) -> di
         for f in case.path.parent.iterdir():
             if f.is_file() and f != case.path:
                 shutil.copy2(f, folder / f.name)
-        shutil.copy2(case.path, folder / f"PET{suffix}")
-        if suffix == ".nhdr":  # the detached data file keeps its name; the header still points at it
-            pass
+        shutil.copy2(case.path, folder / f"PET{suffix}")  # a detached data file keeps its name, as its header says
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/pet_mri/inference.json",
            "--dataset_dir", str(root / "dataset"), "--output_dir", str(root / "out"), "--device", "cpu"]
     start = time.monotonic()
