@@ -18,7 +18,9 @@ with ITK/GDCM, exactly as a trusted converter (dcm2niix) places and scales them.
   Refused: frames at one position (multi-echo, diffusion, dynamics in one file: 4D), a series of several enhanced
   files (one volume each: 4D), multi-frame files without per-frame functional groups.
 - **Refused, saying why**: 4D / multi-echo series, colour images, mixed orientations, non-image objects (RT Dose,
-  SEG, SR ...), truncated or damaged files (named).
+  SEG, SR ...), truncated or damaged files (named); pixel data that do not match their pixel description
+  (:mod:`fusionmamba_med.io.size_checks`, before GDCM decodes), invalid PixelSpacing or rescale, MONOCHROME1, and
+  series that ITK/GDCM places elsewhere than their positions say.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from monai.data import ITKReader
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io.geometry import lps_to_ras
+from fusionmamba_med.io.size_checks import dicom_pixel_problem
 
 __all__ = [
     "SLICE_SPACING_TOLERANCE",
@@ -119,16 +122,10 @@ def _gdcm_series_ids(folder: Path, study: str | None) -> list[str]:
 
 
 def _pixel_data_problem(ds, path: str | Path) -> str | None:
-    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None."""
-    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
-    if raw is None:
-        return "no pixel data"
-    length, tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)
-    if length is not None and tell is not None and length != 0xFFFFFFFF:
-        size = os.path.getsize(path)
-        if tell + length > size:
-            return f"truncated DICOM file: pixel data needs {length} bytes from offset {tell}, file has {size}"
-    return None
+    """Why the pixel data of a header read with deferred values (:func:`_read_header`) cannot be read, or None: absent,
+    cut by the end of the file, shorter than the pixel description declares, or an invalid pixel description
+    (:func:`fusionmamba_med.io.size_checks.dicom_pixel_problem`)."""
+    return dicom_pixel_problem(ds, path)
 
 
 def _gdcm_series_files(folder: Path, uid: str) -> list[str]:
@@ -173,7 +170,7 @@ def list_dicom_series(folder: str | Path, study: str | None = None) -> list[dict
             continue
         _refuse_non_image(ds, entry, study)
         problem = _pixel_data_problem(ds, entry)
-        if problem is not None and problem.startswith("truncated"):
+        if problem is not None and problem.startswith(("truncated", "invalid pixel")):
             raise FusionInputError(problem, study=study, path=entry)
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if uid and uid not in uids and any(u.startswith(uid) for u in uids):  # the header was cut mid-value
@@ -246,6 +243,7 @@ class DicomStack:
     rescale: list[tuple[float, float]]
     mosaic: bool = False
     single_slice_spacing: float | None = None
+    header_affine: np.ndarray | None = None
     multiframe: "MultiFrameGeometry | None" = None
 
     @property
@@ -254,13 +252,29 @@ class DicomStack:
         return len(set(self.rescale)) <= 1
 
 
+#: largest |RescaleSlope| / |RescaleIntercept| accepted: stored values times it must stay far inside float32.
+MAX_RESCALE = 1e20
+
+
 def _rescale_of(ds) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0)."""
+    """(RescaleSlope, RescaleIntercept) of one slice; absent -> (1, 0), slope 0 -> 1 (as dcm2niix); a value that is
+    not a number (or not finite, or beyond ``MAX_RESCALE``) raises ``ValueError`` (see :func:`_checked_rescale`)."""
     slope = ds.get("RescaleSlope", None)
     intercept = ds.get("RescaleIntercept", None)
     slope = 1.0 if slope in (None, "") else float(slope)
     intercept = 0.0 if intercept in (None, "") else float(intercept)
+    if not (math.isfinite(slope) and math.isfinite(intercept)) or max(abs(slope), abs(intercept)) > MAX_RESCALE:
+        raise ValueError(f"RescaleSlope {slope:g} / RescaleIntercept {intercept:g} not finite or beyond "
+                         f"{MAX_RESCALE:g}")
     return (1.0 if slope == 0.0 else slope), intercept
+
+
+def _checked_rescale(ds, path: str | Path, study: str | None) -> tuple[float, float]:
+    """:func:`_rescale_of`, refusing (naming ``path``) a rescale that is not a finite number within ``MAX_RESCALE``."""
+    try:
+        return _rescale_of(ds)
+    except (TypeError, ValueError) as err:
+        raise FusionInputError(f"invalid modality rescale: {err}", study=study, path=path) from err
 
 
 def _is_mosaic(ds) -> bool:
@@ -358,12 +372,19 @@ def _stack_order(positions: Sequence[np.ndarray], iops: Sequence[np.ndarray], na
 
 
 def _refuse_colour(ds, path: str | Path, study: str | None) -> None:
-    """Refuse a colour image (SamplesPerPixel != 1): fusion inputs are scalar volumes."""
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if spp != 1:
+    """Refuse a colour image (SamplesPerPixel != 1, or a colour PhotometricInterpretation): fusion inputs are scalar
+    volumes. MONOCHROME1 (inverted greyscale, radiography) is refused too: decoders differ on inverting it."""
+    spp = _int_or_zero(ds, "SamplesPerPixel") or 1
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if spp != 1 or photometric not in ("", "MONOCHROME2", "MONOCHROME1"):
         raise FusionInputError(
             f"colour DICOM (SamplesPerPixel={spp}, PhotometricInterpretation="
             f"{ds.get('PhotometricInterpretation', '?')}) is not a scalar volume; fusion inputs must be greyscale",
+            study=study, path=path)
+    if photometric == "MONOCHROME1":
+        raise FusionInputError(
+            "PhotometricInterpretation MONOCHROME1 (inverted greyscale, as radiographs store it) is not an MR, CT, PET "
+            "or SPECT volume, and decoders differ on whether to invert it; convert it to MONOCHROME2 first",
             study=study, path=path)
 
 
@@ -377,6 +398,29 @@ def _refuse_several_volume_files(files: Sequence[str], label: str, kind: str, fo
             "own folder, or convert the series (e.g. dcm2niix) and pick one volume", study=study, path=folder)
 
 
+def _check_one_file_size(path: str, label: str, what: str, study: str | None, max_voxels: int) -> None:
+    """Refuse, before anything decodes it, a file holding a whole volume (mosaic) whose pixel data exceed
+    ``max_voxels`` or are shorter than its pixel description declares."""
+    ds = _read_header(path, study)
+    _refuse_colour(ds, path, study)
+    rows, cols = _int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")
+    if rows * cols > max_voxels:
+        raise FusionInputError(f"{label} is too large: a {what} of {rows} x {cols} = {rows * cols} pixels > "
+                               f"max_voxels={max_voxels}", study=study, path=path)
+    problem = _pixel_data_problem(ds, path)
+    if problem is not None:
+        raise FusionInputError(f"the {what} cannot be read: {problem}", study=study, path=path)
+
+
+def _int_or_zero(ds, keyword: str) -> int:
+    """An integer tag (Rows, Columns, NumberOfFrames), 0 when absent or not a finite integer."""
+    try:
+        value = float(ds.get(keyword, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return int(value) if math.isfinite(value) and value >= 0 else 0
+
+
 def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: str | None,
                         max_voxels: int) -> DicomStack:
     """Validate the headers of a series; its files sorted along the slice normal, with their rescale."""
@@ -387,24 +431,26 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
     first = dicom_header(files[0], study)
     if _is_mosaic(first):
         _refuse_several_volume_files(files, label, "Siemens mosaic", folder, study)
-        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_rescale_of(first)], mosaic=True)
+        _check_one_file_size(files[0], label, "mosaic", study, max_voxels)
+        return DicomStack(files=[os.path.abspath(files[0])], rescale=[_checked_rescale(first, files[0], study)],
+                          mosaic=True)
     _refuse_non_image(first, files[0], study)
     if _is_enhanced(first):
         _refuse_several_volume_files(files, label, "enhanced multi-frame", folder, study)
         return _check_multiframe(files[0], label, study, max_voxels)
-    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
-    frames = int(first.get("NumberOfFrames", 1) or 1)
+    rows, cols = _int_or_zero(first, "Rows"), _int_or_zero(first, "Columns")
+    frames = _int_or_zero(first, "NumberOfFrames")
     nvox = len(files) * rows * cols * max(frames, 1)
     if nvox > max_voxels:
         raise FusionInputError(
             f"{label} is too large: {len(files)} files x {rows} x {cols} = {nvox} voxels > max_voxels={max_voxels}",
             study=study, path=folder,
         )
-    positions, iops, rescale = [], [], []
+    positions, iops, rescale, spacings, problems = [], [], [], [], []
     for f in files:
         ds = _read_header(f, study)
-        rescale.append(_rescale_of(ds))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rescale.append(_checked_rescale(ds, f, study))
+        frames = _int_or_zero(ds, "NumberOfFrames")
         if frames > 1:
             why = ("in a series of several files" if _is_enhanced(ds)
                    else "without per-frame functional groups (PerFrameFunctionalGroupsSequence)")
@@ -413,7 +459,7 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
                 "file (Enhanced MR/CT/PET) is read; convert it to a classic single-frame series first",
                 study=study, path=f)
         _refuse_colour(ds, f, study)
-        if (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) != (rows, cols):
+        if (_int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")) != (rows, cols):
             raise FusionInputError(f"slice size {ds.get('Rows')}x{ds.get('Columns')} differs from the series' "
                                    f"{rows}x{cols} in {label}", study=study, path=f)
         ipp = _floats(ds.get("ImagePositionPatient", None) or [], 3)
@@ -421,16 +467,62 @@ def check_dicom_series(files: list[str], series: Mapping, folder: Path, study: s
         if ipp is None or iop is None:
             raise FusionInputError("the slice has no valid ImagePositionPatient/ImageOrientationPatient, so its "
                                    "position is unknown", study=study, path=f)
-        problem = _pixel_data_problem(ds, f)
-        if problem is not None:
-            raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
+        spacing = _floats(ds.get("PixelSpacing", None) or [], 2)
+        if spacing is None or np.any(spacing <= 0):
+            raise FusionInputError(f"the slice has no valid PixelSpacing ({ds.get('PixelSpacing', 'absent')}), so its "
+                                   "pixel size is unknown", study=study, path=f)
+        problems.append(_pixel_data_problem(ds, f))
+        if spacings and np.max(np.abs(spacing - spacings[0])) > 1e-4 * max(1.0, float(np.max(spacings[0]))):
+            raise FusionInputError(f"PixelSpacing {spacing.tolist()} differs from the series' "
+                                   f"{spacings[0].tolist()} in {label}", study=study, path=f)
         positions.append(ipp)
         iops.append(iop)
+        spacings.append(spacing)
+    for f, problem in zip(files, problems):  # the series' structure first (4D, colour ...), then its pixel data
+        if problem is not None:
+            raise FusionInputError(f"the slice cannot be read: {problem}", study=study, path=f)
     order = _stack_order(positions, iops, [Path(f).name for f in files], label, folder, study)
     files = [files[i] for i in order]
     rescale = [rescale[i] for i in order]
     spacing = _one_slice_spacing(first) if len(files) == 1 else None
-    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing)
+    header = _header_affine([positions[i] for i in order], iops[0], spacings[0])
+    return DicomStack(files=[os.path.abspath(f) for f in files], rescale=rescale, single_slice_spacing=spacing,
+                      header_affine=header)
+
+
+def _header_affine(positions: Sequence[np.ndarray], iop: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """RAS affine of a classic series from its headers alone (positions sorted along the normal, one
+    ImageOrientationPatient, PixelSpacing (row, column)), the slice step the mean gap (1 for one slice), as
+    dcm2niix builds it: voxel (column x, row y, slice)."""
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    normal = np.cross(row, col)
+    pos = np.asarray(positions)
+    step = float((pos[-1] - pos[0]) @ normal) / (len(pos) - 1) if len(pos) > 1 else 1.0
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * spacing[1], col * spacing[0], normal * step, pos[0]
+    return lps_to_ras(lps)
+
+
+def _check_read_geometry(img, stack: DicomStack, study: str | None, folder: Path) -> None:
+    """Refuse a series that ITK/GDCM placed elsewhere than its ImagePositionPatient / ImageOrientationPatient /
+    PixelSpacing say (GDCM also reads other tags, e.g. a negative or non-finite SpacingBetweenSlices flips or stretches
+    its slice axis): the grid corners must agree within 0.01 mm plus the spacing tolerance of the stack."""
+    if stack.header_affine is None:
+        return
+    ours = np.asarray(img.affine, dtype=np.float64)
+    shape = np.asarray(img.shape[1:4], dtype=np.float64)
+    corners = np.array([[i, j, k, 1.0] for i in (0, 1) for j in (0, 1) for k in (0, 1)]).T
+    corners[:3] *= (shape[:, None] - 1)
+    header = stack.header_affine.copy()
+    if len(stack.files) == 1:  # one slice: ITK's slice step is replaced afterwards; compare the plane only
+        header[:3, 2] = ours[:3, 2]
+    gap = float(np.abs((ours - header) @ corners)[:3].max())
+    extent = float(np.abs((header @ corners)[:3] - header[:3, 3:4]).max())
+    if not np.isfinite(gap) or gap > 0.01 + SLICE_SPACING_TOLERANCE * extent:
+        raise FusionInputError(
+            f"ITK/GDCM places the series up to {gap:.3g} mm away from where its ImagePositionPatient / "
+            "ImageOrientationPatient / PixelSpacing put it (another tag, e.g. an invalid SpacingBetweenSlices, "
+            "changed its reading), so its voxel-to-world mapping is ambiguous", study=study, path=folder)
 
 
 def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
@@ -464,7 +556,18 @@ def _read_slices_rescaled(stack: DicomStack, img, study: str | None):
     return out
 
 
-def _mosaic_volume(path: str, study: str | None):
+def _check_volume_affine(ras: np.ndarray, what: str, path: str | Path, study: str | None) -> None:
+    """Refuse a volume whose voxel-to-world mapping, built from its header (PixelSpacing, orientation, slice normal),
+    is not finite or degenerate (a voxel axis of length 0 or axes in one plane)."""
+    ras = np.asarray(ras, dtype=np.float64)
+    sizes = np.linalg.norm(ras[:3, :3], axis=0) if np.isfinite(ras).all() else np.zeros(3)
+    if not np.all(sizes > 1e-6) or abs(float(np.linalg.det(ras[:3, :3]))) < 1e-6 * float(np.prod(sizes)):
+        raise FusionInputError(f"the {what}'s voxel-to-world mapping from its header (PixelSpacing, "
+                               "ImageOrientationPatient, slice normal) is not finite or degenerate, so its voxels "
+                               "cannot be placed", study=study, path=path)
+
+
+def _mosaic_volume(path: str, study: str | None, max_voxels: int = DEFAULT_MAX_VOXELS):
     """Unpack one Siemens mosaic file (ImageType MOSAIC: one DICOM image tiling a whole 3D volume) into a
     ``MetaTensor`` (1, X, Y, Z) float32 with its RAS affine.
 
@@ -503,11 +606,15 @@ def _mosaic_volume(path: str, study: str | None):
         raise FusionInputError(f"mosaic of {tiled.shape[1]}x{tiled.shape[0]} pixels cannot hold {per_side}x{per_side} "
                                f"tiles of {n} images", study=study, path=path)
     ny, nx = tiled.shape[0] // per_side, tiled.shape[1] // per_side
+    if n < 1 or nx * ny * n > max_voxels:
+        raise FusionInputError(f"mosaic of {n} images of {nx} x {ny} pixels: {nx * ny * n} voxels, outside 1.."
+                               f"max_voxels={max_voxels}", study=study, path=path)
     vol = np.empty((1, nx, ny, n), dtype=np.float32)
     for k in range(n):
         r, c = divmod(k, per_side)
         vol[0, :, :, k] = tiled[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx].T
     ras = lps_to_ras(lps)
+    _check_volume_affine(ras, "mosaic", path, study)
     img = MetaTensor(torch.from_numpy(vol), affine=torch.as_tensor(ras, dtype=torch.float64))
     img.meta.update({"spatial_shape": np.asarray(vol.shape[1:]), "original_affine": ras.copy(), "space": "RAS",
                      "filename_or_obj": str(path), "mosaic_images": n})
@@ -557,8 +664,8 @@ def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int)
     checks as a classic series (one orientation, distinct positions evenly stacked along the normal, no tilt).
     Frames at one position (multi-echo, diffusion, dynamics in one file) are 4D and refused, naming the file."""
     ds = _read_header(path, study)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = _int_or_zero(ds, "NumberOfFrames")
+    rows, cols = _int_or_zero(ds, "Rows"), _int_or_zero(ds, "Columns")
     nvox = frames * rows * cols
     if nvox > max_voxels:
         raise FusionInputError(f"{label} is too large: {frames} frames x {rows} x {cols} = {nvox} voxels > "
@@ -585,7 +692,7 @@ def _check_multiframe(path: str, label: str, study: str | None, max_voxels: int)
                 study=study, path=path)
         slope = _functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        rescale.append(_rescale_of({"RescaleSlope": slope, "RescaleIntercept": intercept}))
+        rescale.append(_checked_rescale({"RescaleSlope": slope, "RescaleIntercept": intercept}, path, study))
         positions.append(ipp)
         iops.append(iop)
         spacings.append(spacing)
@@ -702,7 +809,7 @@ def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: 
     meta = {"source_path": os.path.abspath(folder), "dicom_files": stack.files, "series_uid": chosen["uid"],
             "series_description": chosen["description"]}
     if stack.mosaic or stack.multiframe is not None:
-        img = _mosaic_volume(stack.files[0], study) if stack.mosaic else _multiframe_volume(stack, study)
+        img = _mosaic_volume(stack.files[0], study, max_voxels) if stack.mosaic else _multiframe_volume(stack, study)
         img.meta.update(meta)
         return img
     reader = DicomSeriesReader(stack.files)
@@ -719,6 +826,7 @@ def read_dicom_series(folder: str | Path, study: str | None = None, series_uid: 
                                "files", study=study, path=folder)
     if not stack.uniform_rescale:
         img = _read_slices_rescaled(stack, img, study)
+    _check_read_geometry(img, stack, study, folder)
     if stack.single_slice_spacing is not None:
         img = _set_slice_spacing(img, stack.single_slice_spacing)
     img.meta.update(meta)

@@ -22,7 +22,9 @@ Policies (see also the module docs of the project):
 - **DICOM**: geometry, per-slice rescale, mosaics and what is refused: see :mod:`fusionmamba_med.io.dicom_read`.
 - **NIfTI**: read as MONAI/nibabel read it (the sform when its code is set, else the qform); a sheared sform is
   refused (ITK cannot hold it, so no output could overlay it in every reader).
-- **Size**: volumes with more than ``max_voxels`` voxels are refused from the header, before pixel data is read.
+- **Size**: volumes with more than ``max_voxels`` voxels are refused from the header, before pixel data is read; so
+  are files that hold fewer bytes than their header declares (:mod:`fusionmamba_med.io.size_checks`: NIfTI plain and
+  gzip, NRRD raw / gzip / bzip2, attached or detached; DICOM pixel data), before any reader allocates the volume.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from monai.transforms import MapTransform
 
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.io import dicom_read
-from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, SLICE_SPACING_TOLERANCE, list_dicom_series
+from fusionmamba_med.io.dicom_read import DEFAULT_MAX_VOXELS, MAX_RESCALE, SLICE_SPACING_TOLERANCE, list_dicom_series
 from fusionmamba_med.io.geometry import is_orthogonal, max_axis_cosine
+from fusionmamba_med.io.size_checks import nifti_size_problem, nrrd_size_problem
 from fusionmamba_med.io.studies import image_kind
 
 __all__ = [
@@ -79,7 +82,68 @@ def _check_nifti_header(path: Path, study: str | None, max_voxels: int) -> None:
                                study=study, path=path)
     if nvox == 0:
         raise FusionInputError(f"empty volume {shape}", study=study, path=path)
+    offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))  # where nibabel reads the data
+    problem = nifti_size_problem(path, offset, int(dtype.itemsize), nvox)
+    if problem is not None:
+        raise FusionInputError(problem, study=study, path=path)
+    _check_nifti_scaling(img, study, path)
+    _check_nifti_affine(img, study, path)
     _check_nifti_forms(img.header, study, path)
+    _check_monai_keeps_affine(img, study, path)
+
+
+def _check_monai_keeps_affine(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose pixdim disagrees with the voxel sizes of its sform / qform: MONAI's NibabelReader then
+    rewrites the affine (``correct_nifti_header_if_necessary``) where nibabel, ITK and 3D Slicer each read another,
+    so the volume has no single place."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    before = np.array(img.affine, dtype=np.float64, copy=True)
+    try:
+        with np.errstate(all="ignore"):
+            fresh = nib.load(str(path))  # MONAI's correction rewrites the header in place: not ``img``'s
+            after = np.array(correct_nifti_header_if_necessary(fresh).affine, dtype=np.float64, copy=True)
+    except Exception as err:
+        raise FusionInputError(f"inconsistent NIfTI header ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
+    if not np.allclose(before, after, rtol=0, atol=1e-4 * max(1.0, float(np.abs(before).max()))):
+        zooms = [round(float(z), 6) for z in img.header.get_zooms()[:3]]
+        sizes = np.round(np.linalg.norm(before[:3, :3], axis=0), 6).tolist()
+        raise FusionInputError(f"inconsistent NIfTI header: pixdim {zooms} disagrees with the voxel sizes {sizes} of "
+                               "its sform / qform, so MONAI and nibabel place the volume differently; fix pixdim or "
+                               "the sform / qform", study=study, path=path)
+
+
+def _check_nifti_scaling(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose scl_slope / scl_inter (as nibabel applies them) lie beyond ``MAX_RESCALE``: the scaled
+    voxels would overflow float32 into infinities that no reader agrees on."""
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    if not (np.isfinite(slope) and np.isfinite(inter)) or max(abs(slope), abs(inter)) > MAX_RESCALE:
+        raise FusionInputError(f"invalid NIfTI scaling: scl_slope {slope:g} / scl_inter {inter:g} not finite or "
+                               f"beyond {MAX_RESCALE:g}", study=study, path=path)
+
+
+def _check_nifti_affine(img, study: str | None, path: Path) -> None:
+    """Refuse a NIfTI whose voxel-to-world mapping (nibabel's: the sform when its code is set, else the qform, else
+    pixdim) cannot be computed, is not finite, or is degenerate (a voxel axis shorter than 1e-6 mm or longer than
+    1e6 mm, or axes in one plane): the volume could not be placed, and readers fall back differently."""
+    try:
+        with np.errstate(all="ignore"):
+            aff = np.asarray(img.affine, dtype=np.float64)
+    except Exception as err:
+        raise FusionInputError(f"invalid NIfTI voxel-to-world mapping ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        raise FusionInputError("the NIfTI voxel-to-world mapping (sform / qform / pixdim) is not finite",
+                               study=study, path=path)
+    sizes = np.linalg.norm(aff[:3, :3], axis=0)
+    det = abs(float(np.linalg.det(aff[:3, :3])))
+    if np.any(sizes < 1e-6) or np.any(sizes > 1e6) or det < 1e-6 * float(np.prod(sizes)):
+        raise FusionInputError(f"degenerate NIfTI voxel-to-world mapping: voxel axes of {np.round(sizes, 9).tolist()} "
+                               "mm" + (", in one plane" if det < 1e-6 * float(np.prod(sizes)) else ""),
+                               study=study, path=path)
 
 
 def _check_nifti_forms(header, study: str | None, path: Path) -> None:
@@ -90,8 +154,13 @@ def _check_nifti_forms(header, study: str | None, path: Path) -> None:
     (SimpleITK/3D Slicer refuse or reinterpret it), nor by a NIfTI qform, so no output could overlay it in every
     reader: such a volume is refused, as sheared DICOM stacks are.
     """
-    sform, sform_code = header.get_sform(coded=True)
-    qform, qform_code = header.get_qform(coded=True)
+    try:
+        with np.errstate(all="ignore"):
+            sform, sform_code = header.get_sform(coded=True)
+            qform, qform_code = header.get_qform(coded=True)
+    except Exception as err:  # e.g. a qform quaternion of norm > 1
+        raise FusionInputError(f"invalid NIfTI qform / sform ({type(err).__name__}: {err})", study=study,
+                               path=path) from err
     if sform_code and sform is not None and not is_orthogonal(sform):
         angle = float(np.degrees(np.arcsin(min(1.0, max_axis_cosine(sform)))))
         raise FusionInputError(
@@ -134,6 +203,10 @@ def _check_itk_header(path: Path, study: str | None, max_voxels: int) -> None:
                                study=study, path=path)
     if nvox == 0:
         raise FusionInputError(f"empty volume {size}", study=study, path=path)
+    if path.name.lower().endswith((".nrrd", ".nhdr")):
+        problem = nrrd_size_problem(path, nvox)
+        if problem is not None:
+            raise FusionInputError(problem, study=study, path=path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
