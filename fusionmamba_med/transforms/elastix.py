@@ -3,8 +3,9 @@ of :class:`~fusionmamba_med.transforms.registration.RegisterToFixed`.
 
 elastix's stochastic optimiser (adaptive stochastic gradient descent) draws a few thousand random points per
 iteration on a four-level smoothing pyramid, so its cost does not grow with the size of the MRI: about 2-3 s for a
-256 x 256 x 200 MRI on two CPU cores where the SimpleITK backend takes 35 s. The random points are drawn from a fixed
-seed and the metric's sums are made on one thread, so the same inputs give the same transform every time.
+256 x 256 x 200 MRI on two CPU cores where the SimpleITK backend takes 35 s. The random voxels are drawn from a
+fixed seed, the metric's sums are made on one thread, and every registration runs in a fresh process forked from a
+server that has loaded elastix (below), so the same inputs give the same transform every time, whatever ran before.
 
 Images come in and transforms go out as SimpleITK objects (ITK LPS physical space, the transform maps fixed points to
 moving points, as ``sitk.ImageRegistrationMethod`` gives it), so resampling and the plausibility checks stay in
@@ -109,9 +110,9 @@ def _transform_of(pmap, mode: str) -> sitk.Transform:
     return t
 
 
-def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
-                     settings: ElastixSettings | None = None, initializer: str = "geometry"
-                     ) -> tuple[sitk.Transform, dict]:
+def _register_here(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
+                   settings: ElastixSettings | None = None, initializer: str = "geometry"
+                   ) -> tuple[sitk.Transform, dict]:
     """Register ``moving`` to ``fixed`` (3D float ``sitk.Image``s) with elastix; returns the transform (fixed ->
     moving LPS points: ``sitk.Euler3DTransform`` for ``"rigid"``, ``sitk.AffineTransform`` for ``"affine"``) and
     ``{"iterations", "stop_condition", "samples_per_level"}``. ``initializer``: ``"geometry"`` (image centres),
@@ -122,9 +123,11 @@ def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
     import itk
 
     s = settings or ElastixSettings()
-    # elastix draws from ITK's process-wide Mersenne twister, whose state its RandomSeed does not fully reset: a
-    # second registration in one process would start elsewhere. Seed it here so that every call is the first.
+    # elastix's generators come from ITK's process-wide Mersenne twister: new ones are seeded from its seed plus a
+    # count of the generators made so far in the process, which RandomSeed does not reset; without resetting both, a
+    # registration's transform depends on the registrations run before it in the process.
     itk.MersenneTwisterRandomVariateGenerator.GetInstance().SetSeed(s.seed)
+    itk.MersenneTwisterRandomVariateGenerator.ResetNextSeed()  # new generators are seeded from a process-wide count
     # elastix sets ITK's global thread count from MaximumNumberOfThreads only once it runs: the filters it makes
     # before (the first call's pyramids and samplers) would use every core and sum in another order. Set it first.
     threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
@@ -139,10 +142,118 @@ def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
     finally:
         itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
     result = method.GetTransformParameterObject()
-    transform = _transform_of(result.GetParameterMap(result.GetNumberOfParameterMaps() - 1), mode)
+    pmap = result.GetParameterMap(result.GetNumberOfParameterMaps() - 1)
+    transform = _transform_of({k: tuple(pmap[k]) for k in ("TransformParameters", "CenterOfRotationPoint")
+                               + (("ComputeZYX",) if "ComputeZYX" in pmap else ())}, mode)
     info = {
         "iterations": s.resolutions * s.iterations,
         "stop_condition": f"elastix ASGD: {s.iterations} iterations x {s.resolutions} levels",
         "samples_per_level": [s.samples] * s.resolutions,
     }
+    return transform, info
+
+
+# -- one fresh process per registration ------------------------------------------------------------------------------
+# elastix keeps state between registrations in a process (measured: the same registration gave another transform
+# after other tests had read DICOM with ITK or run other registrations, with every seed and thread count fixed). So
+# each registration runs in a process forked from a server that has loaded elastix, run one tiny registration (its
+# components install at the first run) and nothing else: its transform depends on its inputs only, in any run and
+# any order. The server is one spawned worker (started in the background by :func:`start_server`, so that importing
+# ITK, ~10 s, overlaps other work); each registration is an ``os.fork`` of it (milliseconds).
+_POOL = None
+
+
+def _server_preload() -> None:
+    """Make the server ready to fork registrations: elastix loaded and run once, on one thread."""
+    import itk
+
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)  # no worker threads before the server forks
+    itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(1)
+    tiny = sitk.GetImageFromArray(np.random.default_rng(0).random((24, 24, 24), dtype=np.float32))
+    for mode in ("rigid", "affine"):
+        _register_here(tiny, tiny, mode, ElastixSettings(iterations=2, samples=256))
+
+
+def _ready() -> bool:
+    return True
+
+
+def start_server() -> None:
+    """Start the registration server now (in the background) rather than at the first registration."""
+    global _POOL
+    if _POOL is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_server_preload)
+        _POOL.submit(_ready)
+
+
+def _as_arrays(img: sitk.Image) -> tuple:
+    return (sitk.GetArrayFromImage(img), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+
+
+def _from_arrays(arrays: tuple) -> sitk.Image:
+    arr, spacing, origin, direction = arrays
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
+    return img
+
+
+def _forked_registration(fixed: tuple, moving: tuple, mode: str, settings: ElastixSettings, initializer: str):
+    """In the server: fork, register in the child, return its ``(parameters, fixed parameters, info)``."""
+    import os
+    import pickle
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one registration, its result down the pipe, and out
+        try:
+            os.close(read_end)
+            transform, info = _register_here(_from_arrays(fixed), _from_arrays(moving), mode, settings, initializer)
+            payload = pickle.dumps(("ok", (transform.GetParameters(), transform.GetFixedParameters(), info)))
+        except BaseException as err:  # noqa: BLE001 - everything goes back to the caller
+            payload = pickle.dumps(("error", f"{type(err).__name__}: {err}"))
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not payload:
+        raise RuntimeError(f"the elastix process died (wait status {status})")
+    kind, result = pickle.loads(payload)
+    if kind == "error":
+        raise RuntimeError(result)
+    return result
+
+
+def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
+                     settings: ElastixSettings | None = None, initializer: str = "geometry"
+                     ) -> tuple[sitk.Transform, dict]:
+    """Register ``moving`` to ``fixed`` (3D float ``sitk.Image``s) with elastix, in a fresh process (see above);
+    returns the transform (fixed -> moving LPS points: ``sitk.Euler3DTransform`` for ``"rigid"``,
+    ``sitk.AffineTransform`` for ``"affine"``) and ``{"iterations", "stop_condition", "samples_per_level"}``.
+    ``initializer``: ``"geometry"`` (image centres), ``"moments"`` (centres of gravity) or ``"none"`` (scanner
+    coordinates as they are).
+
+    Raises ``RuntimeError`` when elastix fails (e.g. too few samples inside both images) or its process dies.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    global _POOL
+    start_server()
+    try:
+        params, fixed_params, info = _POOL.submit(_forked_registration, _as_arrays(fixed), _as_arrays(moving), mode,
+                                                  settings or ElastixSettings(), initializer).result()
+    except BrokenProcessPool as err:
+        _POOL = None
+        raise RuntimeError(f"the elastix server process died ({err})") from err
+    transform = sitk.Euler3DTransform() if mode == "rigid" else sitk.AffineTransform(3)
+    transform.SetFixedParameters(fixed_params)
+    transform.SetParameters(params)
     return transform, info

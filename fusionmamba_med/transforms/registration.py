@@ -56,6 +56,7 @@ from monai.utils import ensure_tuple_rep
 
 from fusionmamba_med.errors import FusionInputError, RegistrationError
 from fusionmamba_med.transforms.elastix import ElastixSettings, register_elastix
+from fusionmamba_med.transforms.elastix import start_server as start_elastix_server
 from fusionmamba_med.transforms.sitk_bridge import lps_geometry_to_ras_affine, metatensor_to_sitk
 
 __all__ = [
@@ -326,6 +327,8 @@ class RegisterToFixed(Transform):
         self.backend = backend
         self.elastix = elastix if isinstance(elastix, ElastixSettings) else ElastixSettings(**dict(elastix or {}))
         self.swap_below = float(swap_below)
+        if backend == "elastix" and mode in ("rigid", "affine"):
+            start_elastix_server()  # in the background: ITK loads while the studies are found and read
         self.threads = None if threads is None else int(threads)
 
     # -- the pieces ---------------------------------------------------------------------------------------------
