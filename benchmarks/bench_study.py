@@ -136,8 +136,8 @@ def main() -> None:
     cols = ["load", "register", "normalise", "colour", "fuse", "write", "qa", "review"]
     lines: list[str] = []
     print = lines.append  # noqa: A001 - collect the table, print it once at the end
-    print(machine_line(args.device, bundle=args.bundle, format=args.output_format)
-          + (f", phantom {args.phantom} x {args.studies}, start {args.start}" if args.phantom else ""))
+    extra = {"phantom": f"{args.phantom} x {args.studies}", "start": args.start} if args.phantom else {}
+    print(machine_line(args.device, bundle=args.bundle, format=args.output_format, **extra))
     print("| study | shape (MRI grid) | " + " | ".join(cols) + " | total s | register / fuse | max TRE mm |")
     print("|---" * (len(cols) + 5) + "|")
     for rec in summary["studies"]:

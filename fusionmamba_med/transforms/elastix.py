@@ -178,6 +178,13 @@ def _ready() -> bool:
     return True
 
 
+def _stop_server() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+        _POOL = None
+
+
 def start_server() -> None:
     """Start the registration server now (in the background) rather than at the first registration."""
     global _POOL
@@ -185,9 +192,14 @@ def start_server() -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from multiprocessing.util import Finalize
+
         _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_server_preload)
         _POOL.submit(_ready)
+        # stop the server before multiprocessing joins this process's children at exit (in a worker process,
+        # e.g. the study prefetcher's, that join would otherwise wait for the server forever)
+        Finalize(None, _stop_server, exitpriority=10)
 
 
 def _as_arrays(img: sitk.Image) -> tuple:
