@@ -199,7 +199,7 @@ def start_server() -> None:
         _POOL.submit(_ready)
         # stop the server before multiprocessing joins this process's children at exit (in a worker process,
         # e.g. the study prefetcher's, that join would otherwise wait for the server forever)
-        Finalize(None, _stop_server, exitpriority=10)
+        Finalize(None, _stop_server, exitpriority=100)  # before the finalizers that close its queues (10)
 
 
 def _as_arrays(img: sitk.Image) -> tuple:
