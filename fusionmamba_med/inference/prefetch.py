@@ -20,7 +20,7 @@ from monai.transforms import Compose, apply_transform
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.batch import root_cause, stage
 
-__all__ = ["Prefetcher", "preprocess"]
+__all__ = ["Prefetcher", "die_with_parent", "preprocess"]
 
 _WORKER_PREPROCESSING: Callable | None = None
 
@@ -36,9 +36,24 @@ def preprocess(preprocessing: Callable, study: dict, timings: dict[str, float]) 
     return data
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this (worker) process when its parent dies, however it dies (a scheduler's SIGKILL included),
+    so that no orphan worker is left running, holding the parent's pipes open. Elsewhere: nothing."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+            pass
+
+
 def _init_worker(preprocessing: Callable) -> None:
     import torch
 
+    die_with_parent()
     global _WORKER_PREPROCESSING
     _WORKER_PREPROCESSING = preprocessing
     torch.set_num_threads(1)  # the network has the other threads

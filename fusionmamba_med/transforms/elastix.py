@@ -167,6 +167,9 @@ def _server_preload() -> None:
     """Make the server ready to fork registrations: elastix loaded and run once, on one thread."""
     import itk
 
+    from fusionmamba_med.inference.prefetch import die_with_parent
+
+    die_with_parent()  # a killed run leaves no server behind
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)  # no worker threads before the server forks
     itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(1)
     tiny = sitk.GetImageFromArray(np.random.default_rng(0).random((24, 24, 24), dtype=np.float32))

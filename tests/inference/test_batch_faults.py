@@ -120,7 +120,8 @@ def clean(dataset, tmp_path_factory) -> dict:
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     files = outputs(out)
-    assert sorted(files) == sorted(f"{s}/{s}_{k}" for s in STUDIES for k in ("fused.nii.gz", "qa.png"))
+    assert sorted(files) == sorted(f"{s}/{s}_{k}" for s in STUDIES
+                                   for k in ("pet_on_mri.nii.gz", "qa.png", "fused.nii.gz", "review.mrml"))
     return {"out": out, "files": files, "seconds": seconds}
 
 
@@ -214,8 +215,9 @@ def test_sigkill_at_random_moments_then_rerun(dataset, clean, tmp_path):
     assert status == {s: "skipped" if s in done_before else "fused" for s in STUDIES}, delays
 
 
-# (point, the n-th rename): 1 = s0's QA montage, 2 = s0's volume, 7 = the summary (after 3 studies x 2 files)
-KILL_POINTS = [("before", 2), ("after", 2), ("before", 7)]
+# (point, the n-th rename): per study 1 = the registered PET, 2 = the QA montage, 3 = the volume, 4 = the review
+# scene; 3 = s0's volume, 13 = the summary (after 3 studies x 4 files)
+KILL_POINTS = [("before", 3), ("after", 3), ("before", 13)]
 
 
 @pytest.mark.parametrize("when,n", KILL_POINTS, ids=[f"{w}-rename-{n}" for w, n in KILL_POINTS])
@@ -226,9 +228,9 @@ def test_sigkill_at_a_rename_then_rerun(dataset, clean, tmp_path, kill_hook, whe
     left = leftovers(out)
     if when == "before":  # the complete temporary was never renamed
         assert any(TEMPORARY_NAME.match(Path(p).name) for p in left), left
-    if n == 2:  # killed while holding s0's claim
+    if n == 3:  # killed while holding s0's claim
         assert (out / "s0" / ".s0_fused.nii.gz.claim").exists()
-    assert (out / "s0" / "s0_fused.nii.gz").exists() == (when == "after" or n > 2)
+    assert (out / "s0" / "s0_fused.nii.gz").exists() == (when == "after" or n > 3)
     seen: dict = {}
     _check_after_kill(out, clean["files"], seen)
     done = run(dataset, out)
@@ -263,7 +265,9 @@ def test_a_write_past_the_file_size_limit_fails_that_study_alone(dataset, clean,
     records = {r["study"]: r for r in summary(out)["studies"]}
     assert records["big"]["status"] == "failed"
     reason = records["big"]["reason"]
-    assert "study 'big'" in reason and str(out / "big" / "big_fused.nii.gz") in reason and "File too large" in reason
+    # its first file over the limit is named: the registered PET (written first) or the fused volume
+    assert "study 'big'" in reason and "File too large" in reason
+    assert str(out / "big" / "big_pet_on_mri.nii.gz") in reason or str(out / "big" / "big_fused.nii.gz") in reason
     assert not (out / "big").exists()  # nothing of it: no partial volume, no QA montage, no claim
     for s in STUDIES[:2]:
         assert records[s]["status"] == "fused"
