@@ -11,6 +11,7 @@ meta) and its per-transform seconds; an error travels back with its study and fi
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -59,10 +60,13 @@ def _init_worker(preprocessing: Callable) -> None:
     torch.set_num_threads(1)  # the network has the other threads
 
 
-def _load_in_worker(study: dict) -> tuple[dict, dict[str, float]]:
+def _load_in_worker(study: dict) -> bytes:
+    """The study's ``(data, seconds)``, pickled here into plain bytes: tensors then travel through the pipe, not
+    through shared-memory files (which a full /dev/shm or a file-size limit would make fail)."""
     timings: dict[str, float] = {}
     try:
-        return preprocess(_WORKER_PREPROCESSING, study, timings), timings
+        return pickle.dumps((preprocess(_WORKER_PREPROCESSING, study, timings), timings),
+                            protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:  # the cause, not MONAI's wrapper: a chained cause does not survive pickling
         raise root_cause(err) from None
 
@@ -102,7 +106,7 @@ class Prefetcher:
             timings = {}
             return preprocess(self.preprocessing, study, timings), timings
         try:
-            result = future.result()
+            result = pickle.loads(future.result())
         except BrokenProcessPool as err:  # the worker died on this study (e.g. a crash in a reader): a new one goes on
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pending.clear()

@@ -260,7 +260,7 @@ def test_a_write_past_the_file_size_limit_fails_that_study_alone(dataset, clean,
                                       moving_spacing=(6.5, 6.5, 10.0))
     os.symlink(big / "pet_mri" / "big", data / "big")
     out = tmp_path / "out"
-    proc = run(data, out, preexec=_file_size_limit(150_000))
+    proc = run(data, out, preexec=_file_size_limit(150_000))  # the limit binds every process of the run
     assert proc.returncode != 0
     records = {r["study"]: r for r in summary(out)["studies"]}
     assert records["big"]["status"] == "failed"
