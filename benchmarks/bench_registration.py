@@ -65,8 +65,7 @@ def main() -> None:
         from fusionmamba_med.transforms import elastix
 
         t0 = time.perf_counter()
-        elastix.start_server()
-        elastix._POOL.submit(elastix._ready).result()
+        elastix.start_server(wait=True)
         print(f"elastix server ready in {time.perf_counter() - t0:.1f} s (once per process)")
     threads = args.threads or sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     print(f"backend {args.backend}, start {args.start}; SimpleITK {sitk.Version.VersionString()}, {threads} threads "

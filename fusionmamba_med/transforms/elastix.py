@@ -19,17 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["ElastixSettings", "INITIALIZERS", "register_elastix", "elastix_available"]
-
-
-def elastix_available() -> bool:
-    """Whether itk-elastix is installed."""
-    try:
-        import itk
-
-        return hasattr(itk, "ElastixRegistrationMethod")
-    except ImportError:  # pragma: no cover - itk is a dependency
-        return False
+__all__ = ["ElastixSettings", "INITIALIZERS", "register_elastix", "start_server"]
 
 
 @dataclass
@@ -188,8 +178,9 @@ def _stop_server() -> None:
         _POOL = None
 
 
-def start_server() -> None:
-    """Start the registration server now (in the background) rather than at the first registration."""
+def start_server(wait: bool = False) -> None:
+    """Start the registration server now (in the background) rather than at the first registration; ``wait``: return
+    only once it is ready (e.g. to time registrations without its one-time start)."""
     global _POOL
     if _POOL is None:
         import multiprocessing
@@ -203,6 +194,8 @@ def start_server() -> None:
         # stop the server before multiprocessing joins this process's children at exit (in a worker process,
         # e.g. the study prefetcher's, that join would otherwise wait for the server forever)
         Finalize(None, _stop_server, exitpriority=100)  # before the finalizers that close its queues (10)
+    if wait:
+        _POOL.submit(_ready).result()
 
 
 def _as_arrays(img: sitk.Image) -> tuple:
