@@ -26,7 +26,7 @@ field of view get ``fill_value`` (e.g. -1024 for CT, 0 for PET).
 
 Two backends optimise the rigid / affine transform (``backend``): ``"elastix"`` (default; itk-elastix: Mattes MI on
 2,048 random points per iteration, 4-level smoothing pyramid, 500 iterations per level, image-centre start, one
-thread: 2-3 s for a 256 x 256 x 200 MRI and the same transform every run; see :mod:`.elastix`) and ``"simpleitk"``
+thread: 8.1 s for a 256 x 256 x 200 MRI and the same transform every run; see :mod:`.elastix`) and ``"simpleitk"``
 (the optimiser described above, kept as a fallback). When the moving image covers a small part of the MRI (a PET bed
 position, a CT slab: its grid box under ``swap_below`` of the MRI's), elastix registers the MRI onto it and the
 transform is inverted, which finds such a slab where the other direction does not. Either way SimpleITK resamples and
