@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from monai.transforms import Compose, apply_transform
 
+from fusionmamba_med._process import die_with_parent
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.batch import root_cause, stage
 
@@ -35,20 +36,6 @@ def preprocess(preprocessing: Callable, study: dict, timings: dict[str, float]) 
         with stage(timings, type(t).__name__):
             data = apply_transform(t, data)
     return data
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this (worker) process when its parent dies, however it dies (a scheduler's SIGKILL included),
-    so that no orphan worker is left running, holding the parent's pipes open. Elsewhere: nothing."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-            pass
 
 
 def _init_worker(preprocessing: Callable) -> None:

@@ -15,12 +15,19 @@ SimpleITK.
 
 from __future__ import annotations
 
+import atexit
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["ElastixSettings", "INITIALIZERS", "register_elastix", "start_server"]
+__all__ = ["ElastixSettings", "INITIALIZERS", "PYRAMIDS", "register_elastix", "start_server"]
 
 
 @dataclass
@@ -28,7 +35,11 @@ class ElastixSettings:
     """elastix parameters that matter for a rigid / affine multi-modal registration.
 
     Args:
-        resolutions: levels of the smoothing pyramid (the coarsest smooths with sigma 2^(resolutions-1) voxels).
+        resolutions: levels of the image pyramids (the coarsest smooths with sigma 2^(resolutions-1) / 2 voxels).
+        fixed_pyramid, moving_pyramid: ``"smoothing"`` (every level smoothed, on the image's own grid) or
+            ``"recursive"`` (smoothed and downsampled 2^level times: the coarse levels cost little). The fixed image
+            (whose voxels are sampled) keeps its grid: downsampling it lost the anatomy for a CT with couch and head
+            holder (TRE 8 mm instead of 0.1 on the phantom); the moving image (only interpolated) can be downsampled.
         iterations: optimiser iterations per level (ASGD runs them all).
         samples: random voxels per iteration (``Random`` sampler, new voxels every iteration).
         bins: histogram bins of Mattes mutual information.
@@ -37,35 +48,68 @@ class ElastixSettings:
     """
 
     resolutions: int = 4
+    fixed_pyramid: str = "smoothing"
+    moving_pyramid: str = "recursive"
     iterations: int = 500
     samples: int = 2048
     bins: int = 32
     seed: int = 121212
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        for which in ("fixed_pyramid", "moving_pyramid"):
+            if getattr(self, which) not in PYRAMIDS:
+                raise ValueError(f"elastix {which} must be one of {sorted(PYRAMIDS)}, got {getattr(self, which)!r}")
 
-def _to_itk(img: sitk.Image):
+
+def _elastix_wrapping():
+    """elastix's ITK wrapping (registration method, parameter object, NumPy bridge, ITK's global random generator and
+    thread settings), loaded without the rest of ITK.
+
+    ``itk.ElastixRegistrationMethod`` through ITK's lazy loader loads every ITK module elastix's wrapping declares as a
+    dependency (intensity, thresholding, FFT, ... filters: 1 GB, 11-15 s on two cores); these swig modules load only
+    what the classes we call need (0.7 s, 240 MB). The objects are the same C++ classes either way. ITK's array helpers
+    would also import torch to accept tensors (2.4 s); we only pass NumPy arrays, so that is switched off here.
+    """
+    from types import SimpleNamespace
+
+    import itk.support.helpers
+
+    itk.support.helpers._HAVE_TORCH = False  # only NumPy arrays are passed; torch would add 2.4 s to the server start
+    from itk import ITKCommonBasePython, elxParameterObjectPython, itkElastixRegistrationMethodPython, itkPyBufferPython
+
+    return SimpleNamespace(
+        method=itkElastixRegistrationMethodPython.itkElastixRegistrationMethodIF3IF3,
+        parameters=elxParameterObjectPython.elastixParameterObject,
+        image_from_array=itkPyBufferPython.itkPyBufferIF3.GetImageFromArray,
+        random=ITKCommonBasePython.itkMersenneTwisterRandomVariateGenerator,
+        threads=ITKCommonBasePython.itkMultiThreaderBase,
+    )
+
+
+def _to_itk(img: sitk.Image, elx):
     """A SimpleITK float image as an ITK one (same voxels, spacing, origin, direction)."""
-    import itk
-
-    out = itk.image_from_array(np.ascontiguousarray(sitk.GetArrayViewFromImage(img), dtype=np.float32))
+    out = elx.image_from_array(np.ascontiguousarray(sitk.GetArrayViewFromImage(img), dtype=np.float32))
     out.SetSpacing([float(v) for v in img.GetSpacing()])
     out.SetOrigin([float(v) for v in img.GetOrigin()])
-    out.SetDirection(itk.matrix_from_array(np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)))
+    out.SetDirection(np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3))
     return out
 
+
+#: our pyramid names -> elastix's FixedImagePyramid / MovingImagePyramid components (without the prefix).
+PYRAMIDS = {"recursive": "RecursiveImagePyramid", "smoothing": "SmoothingImagePyramid"}
 
 #: our initializer names -> elastix's AutomaticTransformInitializationMethod (None: no automatic initialisation).
 INITIALIZERS = {"geometry": "GeometricalCenter", "moments": "CenterOfGravity", "none": None}
 
 
-def _parameter_object(mode: str, s: ElastixSettings, initializer: str = "geometry"):
-    import itk
-
-    params = itk.ParameterObject.New()
+def _parameter_object(mode: str, s: ElastixSettings, initializer: str, elx):
+    params = elx.parameters.New()
     pmap = params.GetDefaultParameterMap("rigid" if mode == "rigid" else "affine", s.resolutions)
     pmap["Metric"] = ["AdvancedMattesMutualInformation"]
     pmap["NumberOfHistogramBins"] = [str(s.bins)]
+    pmap["FixedImagePyramid"] = ["Fixed" + PYRAMIDS[s.fixed_pyramid]]
+    pmap["MovingImagePyramid"] = ["Moving" + PYRAMIDS[s.moving_pyramid]]
     pmap["MaximumNumberOfIterations"] = [str(s.iterations)]
     pmap["NumberOfSpatialSamples"] = [str(s.samples)]
     # "Random" (voxel centres), not "RandomCoordinate" (off-grid points): with the latter, a registration repeated in
@@ -111,27 +155,29 @@ def _register_here(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
 
     Raises ``RuntimeError`` when elastix fails (e.g. too few samples inside both images).
     """
-    import itk
-
+    elx = _elastix_wrapping()
     s = settings or ElastixSettings()
     # elastix's generators come from ITK's process-wide Mersenne twister: new ones are seeded from its seed plus a
     # count of the generators made so far in the process, which RandomSeed does not reset; without resetting both, a
     # registration's transform depends on the registrations run before it in the process.
-    itk.MersenneTwisterRandomVariateGenerator.GetInstance().SetSeed(s.seed)
-    itk.MersenneTwisterRandomVariateGenerator.ResetNextSeed()  # new generators are seeded from a process-wide count
+    elx.random.GetInstance().SetSeed(s.seed)
+    elx.random.ResetNextSeed()  # new generators are seeded from a process-wide count
     # elastix sets ITK's global thread count from MaximumNumberOfThreads only once it runs: the filters it makes
     # before (the first call's pyramids and samplers) would use every core and sum in another order. Set it first.
-    threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
-    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(s.threads)
+    threads_before = elx.threads.GetGlobalDefaultNumberOfThreads()
+    elx.threads.SetGlobalDefaultNumberOfThreads(s.threads)
     try:
-        method = itk.ElastixRegistrationMethod.New(_to_itk(fixed), _to_itk(moving))
-        method.SetParameterObject(_parameter_object(mode, s, initializer))
+        method = elx.method.New()
+        fixed_itk, moving_itk = _to_itk(fixed, elx), _to_itk(moving, elx)
+        method.SetFixedImage(fixed_itk)
+        method.SetMovingImage(moving_itk)
+        method.SetParameterObject(_parameter_object(mode, s, initializer, elx))
         method.SetLogToConsole(False)
         method.SetLogToFile(False)
         method.SetNumberOfThreads(s.threads)
         method.UpdateLargestPossibleRegion()
     finally:
-        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
+        elx.threads.SetGlobalDefaultNumberOfThreads(threads_before)
     result = method.GetTransformParameterObject()
     pmap = result.GetParameterMap(result.GetNumberOfParameterMaps() - 1)
     transform = _transform_of({k: tuple(pmap[k]) for k in ("TransformParameters", "CenterOfRotationPoint")
@@ -149,54 +195,132 @@ def _register_here(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
 # after other tests had read DICOM with ITK or run other registrations, with every seed and thread count fixed). So
 # each registration runs in a process forked from a server that has loaded elastix, run one tiny registration (its
 # components install at the first run) and nothing else: its transform depends on its inputs only, in any run and
-# any order. The server is one spawned worker (started in the background by :func:`start_server`, so that importing
-# ITK, ~10 s, overlaps other work); each registration is an ``os.fork`` of it (milliseconds).
-_POOL = None
+# any order. The server is a plain ``python -c`` child talking pickles over its stdin / stdout (started in the
+# background by :func:`start_server`; ready in about a second, see :func:`_elastix_wrapping`); not a multiprocessing
+# worker, which would re-import the parent's main module (``monai.bundle``, torch: seconds). Each registration is an
+# ``os.fork`` of the server (milliseconds). The server exits when the pipe from its parent closes, i.e. when the parent
+# exits or dies, so a killed run leaves no process behind holding its pipes.
+_SERVER: "_Server | None" = None
+_SERVER_LOCK = threading.Lock()
 
 
-def _server_preload() -> None:
-    """Make the server ready to fork registrations: elastix loaded and run once, on one thread."""
-    import itk
+def _send(pipe, obj) -> None:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(struct.pack("<Q", len(payload)))
+    pipe.write(payload)
+    pipe.flush()
 
-    from fusionmamba_med.inference.prefetch import die_with_parent
 
-    die_with_parent()  # a killed run leaves no server behind
-    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)  # no worker threads before the server forks
-    itk.MultiThreaderBase.SetGlobalMaximumNumberOfThreads(1)
+def _receive(pipe):
+    """The next message on ``pipe``; ``EOFError`` when the other end has closed."""
+    head = pipe.read(8)
+    if len(head) < 8:
+        raise EOFError
+    size = struct.unpack("<Q", head)[0]
+    payload = pipe.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+def _serve(die_with_parent: bool) -> None:
+    """The server's main loop (``python -c``): load elastix, run it once, then one forked registration per request
+    until stdin closes. Replies ``("ok", result)`` or ``("error", message)``; the first message is ``("ready", pid)``."""
+    if die_with_parent:
+        from fusionmamba_med._process import die_with_parent as _die
+
+        _die()
+    # the replies get their own descriptor; fd 1 becomes stderr, so that nothing ITK prints can corrupt them
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    elx = _elastix_wrapping()
+    elx.threads.SetGlobalDefaultNumberOfThreads(1)  # no worker threads before the server forks
+    elx.threads.SetGlobalMaximumNumberOfThreads(1)
     tiny = sitk.GetImageFromArray(np.random.default_rng(0).random((24, 24, 24), dtype=np.float32))
     for mode in ("rigid", "affine"):
         _register_here(tiny, tiny, mode, ElastixSettings(iterations=2, samples=256))
+    _send(replies, ("ready", os.getpid()))
+    while True:
+        try:
+            request = _receive(requests)
+        except EOFError:  # the parent closed the pipe or died
+            return
+        try:
+            _send(replies, ("ok", _forked_registration(*request)))
+        except RuntimeError as err:
+            _send(replies, ("error", str(err)))
 
 
-def _ready() -> bool:
-    return True
+class _Server:
+    """The parent's side of one server process: start it, send it registrations, stop it."""
+
+    def __init__(self) -> None:
+        import fusionmamba_med
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(fusionmamba_med.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        # the kernel's parent-death signal follows the thread that started the child: ask for it from the main thread
+        main = threading.current_thread() is threading.main_thread()
+        code = f"from fusionmamba_med.transforms.elastix import _serve; _serve({main})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        env=env, close_fds=True)
+        self.ready = False
+
+    def call(self, request: tuple):
+        try:
+            if not self.ready:
+                kind, _ = _receive(self.process.stdout)
+                self.ready = kind == "ready"
+            _send(self.process.stdin, request)
+            kind, result = _receive(self.process.stdout)
+        except (EOFError, BrokenPipeError, OSError) as err:
+            code = self.process.poll()
+            raise _ServerDied(f"the elastix server process died (exit code {code})") from err
+        if kind == "error":
+            raise RuntimeError(result)
+        return result
+
+    def stop(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a registration that does not end
+            self.process.kill()
+            self.process.wait()
+
+
+class _ServerDied(RuntimeError):
+    pass
 
 
 def _stop_server() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=True, cancel_futures=True)
-        _POOL = None
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is not None:
+            _SERVER.stop()
+            _SERVER = None
 
 
 def start_server(wait: bool = False) -> None:
     """Start the registration server now (in the background) rather than at the first registration; ``wait``: return
     only once it is ready (e.g. to time registrations without its one-time start)."""
-    global _POOL
-    if _POOL is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from multiprocessing.util import Finalize
-
-        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_server_preload)
-        _POOL.submit(_ready)
-        # stop the server before multiprocessing joins this process's children at exit (in a worker process,
-        # e.g. the study prefetcher's, that join would otherwise wait for the server forever)
-        Finalize(None, _stop_server, exitpriority=100)  # before the finalizers that close its queues (10)
-    if wait:
-        _POOL.submit(_ready).result()
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None or _SERVER.process.poll() is not None:
+            if _SERVER is None:
+                atexit.register(_stop_server)
+            _SERVER = _Server()
+        if wait and not _SERVER.ready:
+            try:
+                kind, _ = _receive(_SERVER.process.stdout)
+            except EOFError as err:
+                raise RuntimeError(f"the elastix server did not start (exit code {_SERVER.process.wait()})") from err
+            _SERVER.ready = kind == "ready"
 
 
 def _as_arrays(img: sitk.Image) -> tuple:
@@ -214,14 +338,14 @@ def _from_arrays(arrays: tuple) -> sitk.Image:
 
 def _forked_registration(fixed: tuple, moving: tuple, mode: str, settings: ElastixSettings, initializer: str):
     """In the server: fork, register in the child, return its ``(parameters, fixed parameters, info)``."""
-    import os
-    import pickle
-
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one registration, its result down the pipe, and out
         try:
             os.close(read_end)
+            from fusionmamba_med._process import die_with_parent
+
+            die_with_parent()  # a server killed mid-registration takes its registration with it
             transform, info = _register_here(_from_arrays(fixed), _from_arrays(moving), mode, settings, initializer)
             payload = pickle.dumps(("ok", (transform.GetParameters(), transform.GetFixedParameters(), info)))
         except BaseException as err:  # noqa: BLE001 - everything goes back to the caller
@@ -252,16 +376,16 @@ def register_elastix(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
 
     Raises ``RuntimeError`` when elastix fails (e.g. too few samples inside both images) or its process dies.
     """
-    from concurrent.futures.process import BrokenProcessPool
-
-    global _POOL
+    global _SERVER
     start_server()
-    try:
-        params, fixed_params, info = _POOL.submit(_forked_registration, _as_arrays(fixed), _as_arrays(moving), mode,
-                                                  settings or ElastixSettings(), initializer).result()
-    except BrokenProcessPool as err:
-        _POOL = None
-        raise RuntimeError(f"the elastix server process died ({err})") from err
+    request = (_as_arrays(fixed), _as_arrays(moving), mode, settings or ElastixSettings(), initializer)
+    with _SERVER_LOCK:
+        server = _SERVER
+        try:
+            params, fixed_params, info = server.call(request)
+        except _ServerDied:
+            _SERVER = None  # the next registration starts a new one
+            raise
     transform = sitk.Euler3DTransform() if mode == "rigid" else sitk.AffineTransform(3)
     transform.SetFixedParameters(fixed_params)
     transform.SetParameters(params)

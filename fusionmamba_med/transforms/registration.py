@@ -82,6 +82,10 @@ _METRICS = ("mattes", "correlation", "mean_squares")
 _INITIALIZERS = ("geometry", "moments", "none")
 REGISTRATION_BACKENDS = ("elastix", "simpleitk")
 _MIN_SIZE = 4  # voxels per axis needed by the multi-resolution smoothing
+#: images above this many voxels are registered (elastix backend) block-averaged, see :func:`coarsened`.
+COARSEN_ABOVE_VOXELS = 4_000_000
+#: only axes with voxels finer than this (mm) are block-averaged.
+COARSEN_BELOW_MM = 1.5
 
 
 @dataclass
@@ -163,6 +167,19 @@ def _robust_clip(img: sitk.Image, lower: float = 0.5, upper: float = 99.5) -> si
     if hi <= lo:
         return img
     return sitk.Clamp(img, sitk.sitkFloat32, lo, hi)
+
+
+def coarsened(img: sitk.Image) -> sitk.Image:
+    """``img`` block-averaged 2 voxels to 1 along its axes finer than :data:`COARSEN_BELOW_MM`, when it has more than
+    :data:`COARSEN_ABOVE_VOXELS` voxels (else ``img`` itself): what the elastix backend registers and the final metric
+    is evaluated on. A 1 x 1 x 0.75 mm 256 x 256 x 200 MRI becomes 2 x 2 x 1.5 mm, 8 times fewer voxels to copy,
+    smooth and sample; the found transform lands as close to the truth as on the full grid (TRE 0.1 mm on the
+    phantom, benchmarks/bench_registration.py). Same physical box: the block's centre is the new voxel's centre."""
+    if img.GetNumberOfPixels() <= COARSEN_ABOVE_VOXELS:
+        return img
+    factors = [2 if (sp < COARSEN_BELOW_MM and n >= 2 * _MIN_SIZE) else 1
+               for sp, n in zip(img.GetSpacing(), img.GetSize())]
+    return img if factors == [1, 1, 1] else sitk.BinShrink(img, factors)
 
 
 def _matrix_and_translation(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray]:
@@ -365,21 +382,28 @@ class RegisterToFixed(Transform):
                           ) -> tuple[sitk.Transform, dict]:
         """elastix; the MRI registered onto a moving image that covers a small part of it, and inverted."""
         swap = _box_volume(moving) < self.swap_below * _box_volume(fixed)
+        coarse_fixed, coarse_moving = coarsened(fixed), coarsened(moving)
         if swap:
-            found, info = register_elastix(moving, fixed, self.mode, self.elastix, initializer)
+            found, info = register_elastix(coarse_moving, coarse_fixed, self.mode, self.elastix, initializer)
             transform = found.GetInverse().Downcast()
         else:
-            transform, info = register_elastix(fixed, moving, self.mode, self.elastix, initializer)
+            transform, info = register_elastix(coarse_fixed, coarse_moving, self.mode, self.elastix, initializer)
         info.update(initializer=initializer, backend="elastix", swapped=swap,
                     final_metric=self._metric_value(fixed, moving, transform))
         return transform, info
 
     def _metric_value(self, fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> float:
-        """Mattes MI of ``transform`` on a seeded sample of the fixed voxels, summed on one thread (reproducible)."""
+        """Mattes MI of ``transform`` on a seeded sample of the fixed voxels, summed on one thread (reproducible).
+
+        SimpleITK's metric makes a pass over the whole fixed grid (1 s for 256 x 256 x 200), so it is evaluated on the
+        :func:`coarsened` fixed image (0.16 s; the value moves by about 0.01)."""
+        fixed = coarsened(fixed)
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=self.bins)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(self._sampling_per_level(fixed)[-1], self.seed + 1)
+        reg.SetMetricUseFixedImageGradientFilter(False)  # gradients only serve the optimiser, not the value
+        reg.SetMetricUseMovingImageGradientFilter(False)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetInitialTransform(transform)
         with sitk_threads(1):  # the metric's threads follow the global default, not the method's own setting
