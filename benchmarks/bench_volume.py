@@ -1,6 +1,6 @@
 """Whole-volume fusion speed and peak memory: the bundles' slice-wise fusion stage on its own.
 
-    python benchmarks/bench_volume.py [--shapes 256x256x200 512x512x600] [--slice-batch-sizes 8 32]
+    python benchmarks/bench_volume.py [--shapes 256x256x200 512x512x600] [--slice-batch-sizes 8 32] [--fuse-threads 1 2]
                                       [--device cpu] [--amp] [--scan-backend auto]
                                       [--weights bundles/ct_mri/models/model.pt]
 
@@ -25,7 +25,8 @@ from _child import machine_line, run_in_child
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(shape: str, slice_batch_size: int, device: str, amp: bool, backend: str, weights: str) -> dict:
+def measure(shape: str, slice_batch_size: int, device: str, amp: bool, backend: str, weights: str,
+            fuse_threads: int | None = None) -> dict:
     import torch
     from monai.inferers import SliceInferer
 
@@ -37,7 +38,8 @@ def measure(shape: str, slice_batch_size: int, device: str, amp: bool, backend: 
     net = fusionmamba_from_weights(weights, scan_backend=backend).to(device).eval()
     inferer = SliceInferer(spatial_dim=2, roi_size=[-1, -1], sw_batch_size=slice_batch_size, sw_device=device,
                            device="cpu", progress=False)
-    runner = StudyFusionRunner([], None, net, inferer, writer=None, device=device, amp=amp, qa=False)
+    runner = StudyFusionRunner([], None, net, inferer, writer=None, device=device, amp=amp, qa=False,
+                               fuse_threads=fuse_threads)
     volume = torch.rand(2, x, y, z)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     runner.fuse_volume(volume[..., :slice_batch_size])  # warm-up (CUDA context, kernels, allocator)
@@ -64,24 +66,28 @@ def main() -> None:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA (the bundles' `amp` option)")
     p.add_argument("--scan-backend", default="auto")
     p.add_argument("--weights", default=str(ROOT / "bundles" / "ct_mri" / "models" / "model.pt"))
+    p.add_argument("--fuse-threads", type=int, nargs="+", default=[0],
+                   help="slice batches fused at once on CPU (the runner's fuse_threads; 0: its default, one per core)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
     print(machine_line(args.device, amp="bf16" if args.amp else "off"))
-    print("| volume (X x Y x slices) | slice batch | scan backend | seconds | slices/s | peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| volume (X x Y x slices) | slice batch | fuse threads | scan backend | seconds | slices/s | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for shape in args.shapes:
         for sbs in args.slice_batch_sizes:
-            cfg = {"shape": shape, "slice_batch_size": sbs, "device": args.device, "amp": args.amp,
-                   "backend": args.scan_backend, "weights": args.weights}
-            r = run_in_child(__file__, cfg)
-            if isinstance(r, str):
-                print(f"| {shape} | {sbs} | failed: {r} | | | |")
-                continue
-            print(f"| {shape} | {sbs} | {r['scan_backend']} | {r['seconds']:.2f} | {r['slices_per_second']:.1f} | "
-                  f"{r['peak_mib']:.0f} |")
+            for threads in args.fuse_threads:
+                cfg = {"shape": shape, "slice_batch_size": sbs, "device": args.device, "amp": args.amp,
+                       "backend": args.scan_backend, "weights": args.weights, "fuse_threads": threads or None}
+                r = run_in_child(__file__, cfg)
+                label = threads or "auto"
+                if isinstance(r, str):
+                    print(f"| {shape} | {sbs} | {label} | failed: {r} | | | |")
+                    continue
+                print(f"| {shape} | {sbs} | {label} | {r['scan_backend']} | {r['seconds']:.2f} | "
+                      f"{r['slices_per_second']:.1f} | {r['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

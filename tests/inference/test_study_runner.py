@@ -100,3 +100,12 @@ def test_partition_covers_every_study_once(world_size):
     items = list(range(7))
     parts = [partition(items, r, world_size) for r in range(world_size)]
     assert sorted(sum(parts, [])) == items
+
+
+def test_fuse_threads_give_the_same_volume_as_one_batch_at_a_time(tmp_path):
+    a, _ = make_runner(tmp_path / "a", ["s1"], fuse_threads=1, anatomy_crop=False)
+    b, _ = make_runner(tmp_path / "b", ["s1"], fuse_threads=3, anatomy_crop=False)
+    image = torch.rand(2, 12, 10, 7)
+    assert torch.equal(a.fuse_volume(image), b.fuse_volume(image))
+    with pytest.raises(ValueError, match="fuse_threads"):
+        make_runner(tmp_path / "c", ["s1"], fuse_threads=0)
