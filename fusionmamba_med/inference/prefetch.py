@@ -41,7 +41,8 @@ def preprocess(preprocessing: Callable, study: dict, timings: dict[str, float]) 
 def _init_worker(preprocessing: Callable) -> None:
     import torch
 
-    die_with_parent()
+    parent = multiprocessing.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)
     global _WORKER_PREPROCESSING
     _WORKER_PREPROCESSING = preprocessing
     torch.set_num_threads(1)  # the network has the other threads

@@ -2,11 +2,12 @@
 of :class:`~fusionmamba_med.transforms.registration.RegisterToFixed`.
 
 elastix's stochastic optimiser (adaptive stochastic gradient descent) draws a few thousand random points per
-iteration on a four-level smoothing pyramid, so its cost hardly grows with the size of the MRI: the whole registration step
-of a 256 x 256 x 200 MRI took 8.1 s on two CPU cores where the SimpleITK backend takes 35 s
-(benchmarks/bench_registration.py). The random voxels are drawn from a
-fixed seed, the metric's sums are made on one thread, and every registration runs in a fresh process forked from a
-server that has loaded elastix (below), so the same inputs give the same transform every time, whatever ran before.
+iteration on four pyramid levels, so its cost hardly grows with the size of the MRI: the whole registration step of a
+256 x 256 x 200 MRI (registered block-averaged to 2 x 2 x 1.5 mm, see ``registration.coarsened``) takes 2-3 s on two
+CPU cores where the SimpleITK backend takes 35 s (benchmarks/bench_registration.py). The random voxels are drawn from
+a fixed seed, the metric's sums are made on one thread, and every registration runs in a fresh process forked from a
+server that has loaded elastix (below; ready about 1 s after it is started), so the same inputs give the same
+transform every time, whatever ran before.
 
 Images come in and transforms go out as SimpleITK objects (ITK LPS physical space, the transform maps fixed points to
 moving points, as ``sitk.ImageRegistrationMethod`` gives it), so resampling and the plausibility checks stay in
@@ -103,13 +104,28 @@ PYRAMIDS = {"recursive": "RecursiveImagePyramid", "smoothing": "SmoothingImagePy
 INITIALIZERS = {"geometry": "GeometricalCenter", "moments": "CenterOfGravity", "none": None}
 
 
-def _parameter_object(mode: str, s: ElastixSettings, initializer: str, elx):
+#: a downsampling pyramid keeps at least this many voxels along every axis at every level.
+MIN_PYRAMID_VOXELS = 8
+
+
+def pyramid_schedule(size: tuple[int, ...], resolutions: int) -> list[list[int]]:
+    """Downsampling factors per level (coarsest first) and axis for a recursive pyramid of an image of ``size``
+    voxels: ``2^(resolutions - 1 - level)``, capped so that every axis keeps at least :data:`MIN_PYRAMID_VOXELS`
+    voxels (elastix crashes on a level with an axis shrunk to nothing, e.g. 12 slices shrunk 8 times)."""
+    return [[max(1, min(2 ** (resolutions - 1 - level), n // MIN_PYRAMID_VOXELS)) for n in size]
+            for level in range(resolutions)]
+
+
+def _parameter_object(mode: str, s: ElastixSettings, initializer: str, elx, moving_size: tuple[int, ...]):
     params = elx.parameters.New()
     pmap = params.GetDefaultParameterMap("rigid" if mode == "rigid" else "affine", s.resolutions)
     pmap["Metric"] = ["AdvancedMattesMutualInformation"]
     pmap["NumberOfHistogramBins"] = [str(s.bins)]
     pmap["FixedImagePyramid"] = ["Fixed" + PYRAMIDS[s.fixed_pyramid]]
     pmap["MovingImagePyramid"] = ["Moving" + PYRAMIDS[s.moving_pyramid]]
+    if s.moving_pyramid == "recursive":
+        pmap["MovingImagePyramidSchedule"] = [str(f) for level in pyramid_schedule(moving_size, s.resolutions)
+                                              for f in level]
     pmap["MaximumNumberOfIterations"] = [str(s.iterations)]
     pmap["NumberOfSpatialSamples"] = [str(s.samples)]
     # "Random" (voxel centres), not "RandomCoordinate" (off-grid points): with the latter, a registration repeated in
@@ -171,7 +187,7 @@ def _register_here(fixed: sitk.Image, moving: sitk.Image, mode: str = "rigid",
         fixed_itk, moving_itk = _to_itk(fixed, elx), _to_itk(moving, elx)
         method.SetFixedImage(fixed_itk)
         method.SetMovingImage(moving_itk)
-        method.SetParameterObject(_parameter_object(mode, s, initializer, elx))
+        method.SetParameterObject(_parameter_object(mode, s, initializer, elx, moving.GetSize()))
         method.SetLogToConsole(False)
         method.SetLogToFile(False)
         method.SetNumberOfThreads(s.threads)
@@ -223,13 +239,13 @@ def _receive(pipe):
     return pickle.loads(payload)
 
 
-def _serve(die_with_parent: bool) -> None:
+def _serve(die_with_parent: bool, parent_pid: int | None = None) -> None:
     """The server's main loop (``python -c``): load elastix, run it once, then one forked registration per request
     until stdin closes. Replies ``("ok", result)`` or ``("error", message)``; the first message is ``("ready", pid)``."""
     if die_with_parent:
         from fusionmamba_med._process import die_with_parent as _die
 
-        _die()
+        _die(parent_pid)
     # the replies get their own descriptor; fd 1 becomes stderr, so that nothing ITK prints can corrupt them
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -262,7 +278,7 @@ class _Server:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         # the kernel's parent-death signal follows the thread that started the child: ask for it from the main thread
         main = threading.current_thread() is threading.main_thread()
-        code = f"from fusionmamba_med.transforms.elastix import _serve; _serve({main})"
+        code = f"from fusionmamba_med.transforms.elastix import _serve; _serve({main}, {os.getpid()})"
         self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         env=env, close_fds=True)
         self.ready = False
@@ -339,13 +355,14 @@ def _from_arrays(arrays: tuple) -> sitk.Image:
 def _forked_registration(fixed: tuple, moving: tuple, mode: str, settings: ElastixSettings, initializer: str):
     """In the server: fork, register in the child, return its ``(parameters, fixed parameters, info)``."""
     read_end, write_end = os.pipe()
+    server = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: one registration, its result down the pipe, and out
         try:
             os.close(read_end)
             from fusionmamba_med._process import die_with_parent
 
-            die_with_parent()  # a server killed mid-registration takes its registration with it
+            die_with_parent(server)  # a server killed mid-registration takes its registration with it
             transform, info = _register_here(_from_arrays(fixed), _from_arrays(moving), mode, settings, initializer)
             payload = pickle.dumps(("ok", (transform.GetParameters(), transform.GetFixedParameters(), info)))
         except BaseException as err:  # noqa: BLE001 - everything goes back to the caller

@@ -94,3 +94,15 @@ def test_big_images_are_block_averaged_along_their_fine_axes_in_the_same_box():
     assert np.isclose(sitk.GetArrayViewFromImage(out)[0, 0, 0], arr[0, :2, :2].mean(), rtol=1e-5)
     centre = np.mean([img.TransformIndexToPhysicalPoint(i) for i in ((0, 0, 0), (1, 1, 0))], axis=0)
     assert np.allclose(out.TransformIndexToPhysicalPoint((0, 0, 0)), centre)
+
+
+def test_the_moving_pyramid_keeps_every_axis_at_eight_voxels_or_more():
+    assert elastix.pyramid_schedule((220, 240, 80), 4) == [[8, 8, 8], [4, 4, 4], [2, 2, 2], [1, 1, 1]]
+    assert elastix.pyramid_schedule((32, 36, 12), 4) == [[4, 4, 1], [4, 4, 1], [2, 2, 1], [1, 1, 1]]
+
+
+def test_a_thin_moving_image_registers_without_crashing_elastix():
+    # 12 slices shrunk 8 times made elastix crash (segmentation fault) before the pyramid was capped
+    fixed, moving = _blob((12, 48, 40)), _blob((12, 36, 32), shift=(0.0, 1.0, -1.0))
+    transform, _ = elastix.register_elastix(fixed, moving, "rigid", elastix.ElastixSettings(iterations=50))
+    assert np.all(np.isfinite(transform.GetParameters()))
