@@ -38,9 +38,11 @@ class ElastixSettings:
     Args:
         resolutions: levels of the image pyramids (the coarsest smooths with sigma 2^(resolutions-1) / 2 voxels).
         fixed_pyramid, moving_pyramid: ``"smoothing"`` (every level smoothed, on the image's own grid) or
-            ``"recursive"`` (smoothed and downsampled 2^level times: the coarse levels cost little). The fixed image
-            (whose voxels are sampled) keeps its grid: downsampling it lost the anatomy for a CT with couch and head
-            holder (TRE 8 mm instead of 0.1 on the phantom); the moving image (only interpolated) can be downsampled.
+            ``"recursive"`` (smoothed and downsampled 2^level times: the coarse levels cost little), or for the moving
+            image ``"auto"``: recursive above :data:`RECURSIVE_ABOVE_VOXELS` voxels, where it saves seconds, smoothing
+            below (a 4.4 mm SPECT lost accuracy downsampled: TRE 1.6 instead of 1.3 mm on the sample study). The fixed
+            image (whose voxels are sampled) keeps its grid: downsampling it lost the anatomy for a CT with couch and
+            head holder (TRE 8 mm instead of 0.1 on the phantom).
         iterations: optimiser iterations per level (ASGD runs them all).
         samples: random voxels per iteration (``Random`` sampler, new voxels every iteration).
         bins: histogram bins of Mattes mutual information.
@@ -50,7 +52,7 @@ class ElastixSettings:
 
     resolutions: int = 4
     fixed_pyramid: str = "smoothing"
-    moving_pyramid: str = "recursive"
+    moving_pyramid: str = "auto"
     iterations: int = 500
     samples: int = 2048
     bins: int = 32
@@ -58,9 +60,9 @@ class ElastixSettings:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for which in ("fixed_pyramid", "moving_pyramid"):
-            if getattr(self, which) not in PYRAMIDS:
-                raise ValueError(f"elastix {which} must be one of {sorted(PYRAMIDS)}, got {getattr(self, which)!r}")
+        for which, allowed in (("fixed_pyramid", sorted(PYRAMIDS)), ("moving_pyramid", sorted(PYRAMIDS) + ["auto"])):
+            if getattr(self, which) not in allowed:
+                raise ValueError(f"elastix {which} must be one of {allowed}, got {getattr(self, which)!r}")
 
 
 def _elastix_wrapping():
@@ -104,6 +106,8 @@ PYRAMIDS = {"recursive": "RecursiveImagePyramid", "smoothing": "SmoothingImagePy
 INITIALIZERS = {"geometry": "GeometricalCenter", "moments": "CenterOfGravity", "none": None}
 
 
+#: moving images above this many voxels get the downsampling pyramid (``moving_pyramid="auto"``).
+RECURSIVE_ABOVE_VOXELS = 1_000_000
 #: a downsampling pyramid keeps at least this many voxels along every axis at every level.
 MIN_PYRAMID_VOXELS = 8
 
@@ -122,8 +126,11 @@ def _parameter_object(mode: str, s: ElastixSettings, initializer: str, elx, movi
     pmap["Metric"] = ["AdvancedMattesMutualInformation"]
     pmap["NumberOfHistogramBins"] = [str(s.bins)]
     pmap["FixedImagePyramid"] = ["Fixed" + PYRAMIDS[s.fixed_pyramid]]
-    pmap["MovingImagePyramid"] = ["Moving" + PYRAMIDS[s.moving_pyramid]]
-    if s.moving_pyramid == "recursive":
+    moving_pyramid = s.moving_pyramid
+    if moving_pyramid == "auto":
+        moving_pyramid = "recursive" if int(np.prod(moving_size)) > RECURSIVE_ABOVE_VOXELS else "smoothing"
+    pmap["MovingImagePyramid"] = ["Moving" + PYRAMIDS[moving_pyramid]]
+    if moving_pyramid == "recursive":
         pmap["MovingImagePyramidSchedule"] = [str(f) for level in pyramid_schedule(moving_size, s.resolutions)
                                               for f in level]
     pmap["MaximumNumberOfIterations"] = [str(s.iterations)]
