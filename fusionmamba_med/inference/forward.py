@@ -82,8 +82,9 @@ def fuse_slices_in_threads(fuse: Callable[[torch.Tensor, Callable], torch.Tensor
     The parts are the inferer's ``sw_batch_size`` consecutive slices (the batches it would make itself), thread
     ``i`` takes parts ``i, i + threads, ...`` with its own copy of ``inferer`` (MONAI's ``SliceInferer`` changes its
     ``roi_size`` during a call): a slice's result depends neither on the thread count nor on the threads' timing.
-    On a few cores this is faster than torch's threads inside each op (two cores: 15.5 s instead of 19 s for
-    200 slices of 240 x 240 with the tiny network), whose ops are too small to split well.
+    On a few cores this is faster than torch's threads inside each op, the tiny network's ops being too small to
+    split well (two cores, 256 x 256 x 200, 4 slices per batch: 13.1 s instead of 16.1 s; benchmarks/bench_volume.py
+    ``--fuse-threads 1 2``).
     """
     size = max(1, int(getattr(inferer, "sw_batch_size", 1)))
     n_slices = int(volume.shape[-1])

@@ -22,7 +22,7 @@ from fusionmamba_med._process import die_with_parent
 from fusionmamba_med.errors import FusionInputError
 from fusionmamba_med.inference.batch import root_cause, stage
 
-__all__ = ["Prefetcher", "die_with_parent", "preprocess"]
+__all__ = ["Prefetcher", "preprocess"]
 
 _WORKER_PREPROCESSING: Callable | None = None
 
