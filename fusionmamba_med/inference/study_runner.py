@@ -70,7 +70,7 @@ class StudyFusionRunner(BatchRunner):
         fuse_threads: on CPU, how many slice batches are fused at once, each by its own thread with one torch
             thread (the batches are the inferer's ``sw_batch_size`` consecutive slices, so every slice gets the same
             result whatever the count); ``None``: the CPU cores this process may use. Two such threads fuse a
-            256 x 256 x 200 volume in 13.1 s where torch's two threads on one batch at a time take 16.1 s
+            256 x 256 x 200 volume in 12.7-13.1 s where torch's two threads on one batch at a time take 16.1 s
             (benchmarks/bench_volume.py). ``1``: one batch at a time on torch's own threads (and on GPU, always).
 
     A study is done when its fused output and, unless ``review_scene="none"``, its review scene exist (the scene is

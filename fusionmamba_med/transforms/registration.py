@@ -25,9 +25,10 @@ transform maps fixed physical points (ITK LPS, mm) to moving ones, ``y = A (x - 
 field of view get ``fill_value`` (e.g. -1024 for CT, 0 for PET).
 
 Two backends optimise the rigid / affine transform (``backend``): ``"elastix"`` (default; itk-elastix: Mattes MI on
-2,048 random points per iteration, 4 pyramid levels (the MRI smoothed on its grid, the moving image smoothed and
-downsampled), 500 iterations per level, image-centre start, one thread, images over 4 M voxels block-averaged
-(:func:`coarsened`): 2-3 s for a 256 x 256 x 200 MRI and the same transform every run; see :mod:`.elastix`) and
+seeded random points, 4 pyramid levels (the MRI smoothed on its grid, the moving image smoothed and downsampled;
+250 iterations of 1,024 points on the two coarse levels, 500 of 2,048 on the fine ones), image-centre start, one
+thread, images over 4 M voxels block-averaged
+(:func:`coarsened`): 1.5-2 s for a 256 x 256 x 200 MRI and the same transform every run; see :mod:`.elastix`) and
 ``"simpleitk"``
 (the optimiser described above, kept as a fallback). When the moving image covers a small part of the MRI (a PET bed
 position, a CT slab: its grid box under ``swap_below`` of the MRI's), elastix registers the MRI onto it and the

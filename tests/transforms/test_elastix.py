@@ -69,9 +69,12 @@ def test_a_server_killed_during_a_registration_fails_that_registration_by_name()
     assert elastix._SERVER.process.pid != pid
 
 
-def test_elastix_refuses_an_unknown_pyramid():
+def test_elastix_refuses_an_unknown_pyramid_and_counts_for_other_levels():
     with pytest.raises(ValueError, match="fixed_pyramid"):
         elastix.ElastixSettings(fixed_pyramid="gaussian")
+    with pytest.raises(ValueError, match="one count per level"):
+        elastix.ElastixSettings(iterations=(100, 200))
+    assert elastix.ElastixSettings(samples=512).per_level("samples") == [512] * 4
 
 
 def test_small_images_are_registered_on_their_own_grid():
