@@ -48,8 +48,10 @@ def main() -> None:
     network = parser.get_parsed_content("network")
     inferer = parser.get_parsed_content("inferer")
     def fuse(x: torch.Tensor) -> torch.Tensor:  # as the runner fuses on CPU (fuse_threads: one per core)
-        return fuse_slices_in_threads(lambda part, inf: run_network(network, part, "cpu", inferer=inf, move_batch=False),
-                                      x[None], inferer, fuse_cpu_threads())[0]
+        def one_part(part: torch.Tensor, inf) -> torch.Tensor:
+            return run_network(network, part, "cpu", inferer=inf, move_batch=False)
+
+        return fuse_slices_in_threads(one_part, x[None], inferer, fuse_cpu_threads())[0]
 
     print(machine_line("cpu", bundle=args.bundle))
     print("| study | shape | margin | fused fraction | inside: max diff | inside: 99.9th pct | inside: mean "

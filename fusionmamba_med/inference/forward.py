@@ -83,8 +83,8 @@ def fuse_slices_in_threads(fuse: Callable[[torch.Tensor, Callable], torch.Tensor
     ``i`` takes parts ``i, i + threads, ...`` with its own copy of ``inferer`` (MONAI's ``SliceInferer`` changes its
     ``roi_size`` during a call): a slice's result depends neither on the thread count nor on the threads' timing.
     On a few cores this is faster than torch's threads inside each op, the tiny network's ops being too small to
-    split well (two cores, 256 x 256 x 200, 4 slices per batch: 12.7-13.1 s instead of 16.1 s in two runs; benchmarks/bench_volume.py
-    ``--fuse-threads 1 2``).
+    split well (two cores, 256 x 256 x 200, 4 slices per batch: 12.7-13.1 s instead of 16.1 s in two runs;
+    benchmarks/bench_volume.py ``--fuse-threads 1 2``).
     """
     size = max(1, int(getattr(inferer, "sw_batch_size", 1)))
     n_slices = int(volume.shape[-1])

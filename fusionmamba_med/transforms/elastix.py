@@ -262,7 +262,8 @@ def _receive(pipe):
 
 def _serve(die_with_parent: bool, parent_pid: int | None = None) -> None:
     """The server's main loop (``python -c``): load elastix, run it once, then one forked registration per request
-    until stdin closes. Replies ``("ok", result)`` or ``("error", message)``; the first message is ``("ready", pid)``."""
+    until stdin closes. Replies ``("ok", result)`` or ``("error", message)``; the first message is
+    ``("ready", pid)``."""
     if die_with_parent:
         from fusionmamba_med._process import die_with_parent as _die
 
