@@ -305,11 +305,15 @@ class _Server:
                                         env=env, close_fds=True)
         self.ready = False
 
+    def wait_ready(self) -> None:
+        """Block until the server has sent its ``("ready", pid)``; ``EOFError`` if it ended first."""
+        if not self.ready:
+            kind, _ = _receive(self.process.stdout)
+            self.ready = kind == "ready"
+
     def call(self, request: tuple):
         try:
-            if not self.ready:
-                kind, _ = _receive(self.process.stdout)
-                self.ready = kind == "ready"
+            self.wait_ready()
             _send(self.process.stdin, request)
             kind, result = _receive(self.process.stdout)
         except (EOFError, BrokenPipeError, OSError) as err:
@@ -353,12 +357,11 @@ def start_server(wait: bool = False) -> None:
             if _SERVER is None:
                 atexit.register(_stop_server)
             _SERVER = _Server()
-        if wait and not _SERVER.ready:
+        if wait:
             try:
-                kind, _ = _receive(_SERVER.process.stdout)
+                _SERVER.wait_ready()
             except EOFError as err:
                 raise RuntimeError(f"the elastix server did not start (exit code {_SERVER.process.wait()})") from err
-            _SERVER.ready = kind == "ready"
 
 
 def _as_arrays(img: sitk.Image) -> tuple:
